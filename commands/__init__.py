@@ -1,0 +1,30 @@
+"""Commands agents send, their pure handlers, and the bus that appends them."""
+
+from __future__ import annotations
+
+from ledger import Settings, open_log
+from ledger.ratelimit import RateLimiter
+
+from .bus import CommandBus, Unauthorized, parse
+from .decide import Decision, SubjectState, check, decide, fold
+from .models import (
+    Command,
+    ForgetMemory,
+    IngestSession,
+    RecordRecall,
+    StoreMemory,
+    TagMemory,
+    UntagMemory,
+    UpdateMemory,
+)
+
+__all__ = ["Command", "CommandBus", "Decision", "ForgetMemory", "IngestSession", "RecordRecall",
+           "StoreMemory", "SubjectState", "TagMemory", "Unauthorized", "UntagMemory", "UpdateMemory",
+           "check", "decide", "fold", "open_bus", "parse"]
+
+
+def open_bus(settings: Settings, tenant: str | None = None) -> CommandBus:
+    """A command bus on the configured ledger, rate-limited per org as configured."""
+    log = open_log(settings)
+    limiter = RateLimiter(log.client, log.keys, settings.rate_per_second, settings.rate_burst)
+    return CommandBus(log, limiter, tenant)

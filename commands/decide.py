@@ -1,0 +1,104 @@
+"""Pure command handlers: `decide()` turns a valid command into events, with no I/O.
+
+The write-side checks (does the subject exist, has it ended, is the expected version
+current) need the subject's latest state, which only the append script sees
+atomically. `decide()` therefore states them as a `Decision.mode`; `check()` is the same
+rule in Python, used to fold state in tests and by anything holding a subject's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from ledger import events as ev
+from ledger.errors import CommandError, SubjectExists, SubjectForgotten, UnknownSubject, VersionConflict
+
+from .models import (
+    Command,
+    ForgetMemory,
+    IngestSession,
+    RecordRecall,
+    StoreMemory,
+    TagMemory,
+    UntagMemory,
+    UpdateMemory,
+)
+
+Mode = Literal["create", "change", "end", "touch"]
+Kind = Literal["m", "s"]  # memory, session
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: Kind
+    subject_id: str
+    mode: Mode
+    events: tuple[ev.Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    """What the write side knows of a subject: its version and whether it is live."""
+
+    version: int = 0
+    status: Literal["absent", "live", "ended"] = "absent"
+
+
+def _payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:
+    match command:
+        case StoreMemory():
+            return "m", command.memory_id, "create", ev.MemoryStored(
+                content=command.content, memory_type=command.memory_type, tags=command.tags,
+                importance=command.importance, metadata=command.metadata,
+                expires_at=command.expires_at, session_id=command.session_id)
+        case UpdateMemory():
+            return "m", command.memory_id, "change", ev.MemoryUpdated(
+                content=command.content, importance=command.importance, metadata=command.metadata,
+                expires_at=command.expires_at, clear_expiry=command.clear_expiry)
+        case TagMemory():
+            return "m", command.memory_id, "change", ev.MemoryTagged(tags=command.tags)
+        case UntagMemory():
+            return "m", command.memory_id, "change", ev.MemoryUntagged(tags=command.tags)
+        case ForgetMemory():
+            return "m", command.memory_id, "end", ev.MemoryForgotten(reason=command.reason)
+        case RecordRecall():
+            return "m", command.memory_id, "touch", ev.MemoryRecalled(user_id=command.user_id, query=command.query)
+        case IngestSession():
+            return "s", command.session_id, "create", ev.SessionIngested(
+                transcript=command.transcript, user_id=command.user_id, metadata=command.metadata)
+    raise TypeError(f"no handler for {type(command).__name__}")
+
+
+def decide(command: Command, now: datetime, new_event_id: Callable[[], UUID]) -> Decision:
+    """The events `command` produces, and the condition under which they may be appended."""
+    kind, subject_id, mode, payload = _payload(command)
+    event = ev.Event(
+        event_id=new_event_id(), type=payload.type_name, schema_version=payload.schema_version,
+        org_id=command.org_id, agent_id=command.agent_id, subject_id=subject_id,
+        occurred_at=now, causation_id=command.causation_id, correlation_id=command.correlation_id,
+        idempotency_key=command.idempotency_key, actor=command.actor, data=payload)
+    return Decision(kind, subject_id, mode, (event,))
+
+
+def check(state: SubjectState, mode: Mode, expected_version: int | None) -> CommandError | None:
+    """The append script's rule, in Python: why `mode` may not apply to `state`, if it may not."""
+    if expected_version is not None and expected_version != state.version:
+        return VersionConflict(f"at version {state.version}, not {expected_version}", state.version)
+    if mode == "create":
+        return SubjectExists(f"exists at version {state.version}") if state.status != "absent" else None
+    if state.status == "absent":
+        return UnknownSubject("does not exist")
+    if state.status == "ended":
+        return SubjectForgotten("was forgotten or expired")
+    return None
+
+
+def fold(state: SubjectState, mode: Mode, events: int = 1) -> SubjectState:
+    """The subject's state after an accepted decision of `mode` with `events` events."""
+    if mode == "touch":
+        return state
+    return SubjectState(state.version + events, "ended" if mode == "end" else "live")

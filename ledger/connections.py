@@ -1,0 +1,30 @@
+"""Connections to Redis and PostgreSQL, resolved from settings (or the embedded default)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import redis
+
+from .embedded import embedded_database_url, embedded_redis_url
+from .settings import Settings
+
+
+@cache
+def redis_url(settings: Settings) -> str:
+    return settings.redis_url or embedded_redis_url(settings.home)
+
+
+@cache
+def database_url(settings: Settings) -> str:
+    """The libpq URL (postgresql://...) of the configured or embedded database."""
+    url = settings.database_url or embedded_database_url(settings.home)
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(settings: Settings) -> str:
+    return database_url(settings).replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def connect_redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(redis_url(settings), health_check_interval=30)

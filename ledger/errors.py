@@ -1,0 +1,100 @@
+"""The error hierarchy: one root, a base per family, translated at adapter edges."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error memory-ledger raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigurationError(LedgerError):
+    """Settings or server configuration make it unsafe or impossible to run."""
+
+    exit_code = 3
+
+
+class DurabilityError(ConfigurationError):
+    """The Redis server would lose acknowledged events on restart."""
+
+
+class StoreUnavailable(LedgerError):
+    """Redis or PostgreSQL could not be reached; transient, safe to retry."""
+
+    exit_code = 4
+
+
+class CommandError(LedgerError):
+    """A command was not accepted; nothing was appended."""
+
+    exit_code = 2
+    code = "rejected"
+
+
+class InvalidCommand(CommandError):
+    """The command failed validation (a field is missing, too large or malformed)."""
+
+    code = "invalid"
+
+
+class VersionConflict(CommandError):
+    """The caller's expected subject version is not the current one."""
+
+    code = "version_conflict"
+
+    def __init__(self, message: str, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
+class UnknownSubject(CommandError):
+    """The memory or session named by the command does not exist."""
+
+    code = "unknown_subject"
+
+
+class SubjectForgotten(CommandError):
+    """The memory was forgotten; it takes no further changes."""
+
+    code = "forgotten"
+
+
+class SubjectExists(CommandError):
+    """A store or ingest named an id that is already taken."""
+
+    code = "exists"
+
+
+class RateLimited(CommandError):
+    """The organisation sent more commands than its rate allows."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EventError(LedgerError):
+    """An event could not be decoded or upcast."""
+
+
+class ProjectionError(LedgerError):
+    """A read model cannot be used as it is."""
+
+    exit_code = 5
+
+
+class OutdatedReadModel(ProjectionError):
+    """The stored read model was built by an older projection version."""
+
+
+class PoisonEvent(ProjectionError):
+    """An event failed to apply after retries."""
+
+
+class Timeout(LedgerError):
+    """Waiting for a read model to reach a position took too long."""
+
+    exit_code = 6

@@ -1,0 +1,22 @@
+"""The per-organisation token bucket behind the command gate (Redis-backed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import redis
+
+from .partitions import Keys
+from .scripts import LuaScript
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, keys: Keys, rate: float, burst: int):
+        self.client, self.keys, self.rate, self.burst = client, keys, rate, burst
+        self._take = LuaScript(client, "rate_limit.lua")
+
+    def take(self, wanted: Mapping[str, int]) -> dict[str, tuple[int, float]]:
+        """Per org: (commands granted, seconds until the next would pass). One round trip."""
+        replies = self._take.run_many(
+            [([self.keys.rate(org)], [self.rate, self.burst, count]) for org, count in wanted.items()])
+        return {org: (int(g), int(ms) / 1000) for org, (g, ms) in zip(wanted, replies)}
