@@ -23,9 +23,13 @@ def encode(event: Event) -> bytes:
 
 def decode_body(body: bytes | str, subject_version: int) -> Event:
     """Decode a stored event body, upcasting its payload to the current schema version."""
+    return _decode(body, subject_version)[0]
+
+
+def _decode(body: bytes | str, subject_version: int) -> tuple[Event, int]:
     try:
         raw: dict[str, Any] = orjson.loads(body)
-        return from_dict(raw, subject_version)
+        return from_dict(raw, subject_version), int(raw["schema_version"])
     except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError) as e:
         raise EventError(f"undecodable event body: {e}") from e
 
@@ -47,4 +51,6 @@ def decode_entry(partition: int, stream_id: bytes | str, fields: dict[Any, Any])
     version = fields.get(b"v", fields.get("v"))
     if body is None or version is None:
         raise EventError(f"stream entry {sid} of partition {partition} is not an event")
-    return RecordedEvent(Position(partition, sid), decode_body(body, int(version)))
+    raw = body.encode() if isinstance(body, str) else body
+    event, stored_version = _decode(raw, int(version))
+    return RecordedEvent(Position(partition, sid), event, raw, stored_version)

@@ -177,3 +177,5 @@ class RecordedEvent:
 
     position: Position
     event: Event
+    raw: bytes = b""  # the body exactly as stored, for the archive
+    stored_version: int = 0  # the schema version `raw` was written in (before upcasting)

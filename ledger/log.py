@@ -53,6 +53,7 @@ class Receipt:
 
 
 Outcome = Receipt | CommandError
+Entry = tuple[int, str, dict[Any, Any]]  # partition, stream id, raw fields
 
 
 def _text(value: bytes | str) -> str:
@@ -153,17 +154,18 @@ class RedisEventLog:
 
     def wait_new(self, cursors: dict[int, str], count: int, block_ms: int) -> list[RecordedEvent]:
         """Events after each partition's cursor; blocks up to `block_ms` when there are none."""
+        return [decode_entry(*entry) for entry in self.wait_entries(cursors, count, block_ms)]
+
+    def wait_entries(self, cursors: dict[int, str], count: int, block_ms: int | None) -> list[Entry]:
+        """Undecoded entries after each cursor (a projector decodes them one by one, so an
+        undecodable entry can be dead-lettered instead of stopping the batch)."""
         streams = {self.keys.stream(p): sid for p, sid in cursors.items()}
         by_key = {self.keys.stream(p): p for p in cursors}
         try:
             reply = self.client.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise StoreUnavailable(f"Redis is unreachable: {e}") from e
-        out: list[RecordedEvent] = []
-        for key, entries in reply or []:
-            partition = by_key[_text(key)]
-            out += [decode_entry(partition, sid, fields) for sid, fields in entries]
-        return out
+        return [(by_key[_text(key)], _text(sid), fields) for key, entries in reply or [] for sid, fields in entries]
 
     def head(self, partition: int) -> str | None:
         """The id of the partition's newest entry, or None while it is empty."""

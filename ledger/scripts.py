@@ -16,11 +16,11 @@ Call = tuple[Sequence[str], Sequence[Any]]
 
 
 class LuaScript:
-    """One script from `ledger/lua/`; `run_many` sends many calls in one round trip."""
+    """One script from `<package>/lua/`; `run_many` sends many calls in one round trip."""
 
-    def __init__(self, client: redis.Redis, name: str):
+    def __init__(self, client: redis.Redis, name: str, package: str = "ledger"):
         self.client, self.name = client, name
-        self.source = (files("ledger") / "lua" / name).read_text()
+        self.source = (files(package) / "lua" / name).read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def run(self, keys: Sequence[str], args: Sequence[Any]) -> Any:

@@ -1,0 +1,34 @@
+"""Alembic environment: runs revisions inside the namespace's schema."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, text
+
+from projections.postgres.schema import metadata
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url")
+schema = config.get_main_option("memledger.schema")
+
+
+def _include(name: str | None, type_: str, parent_names: object) -> bool:
+    # The version table shares the schema; it is Alembic's, not a model's.
+    return not (type_ == "table" and name == "alembic_version")
+
+
+def run_migrations_online() -> None:
+    # The schema is picked by search_path, so revisions and `alembic check` stay
+    # schema-agnostic and one database can hold many namespaces (tests, benchmarks).
+    engine = create_engine(url, connect_args={"options": f"-c search_path={schema}"})
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        connection.commit()
+        context.configure(connection=connection, target_metadata=metadata, version_table_schema=schema,
+                          include_name=_include)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()

@@ -1,0 +1,102 @@
+"""What every PostgreSQL projection shares: connection, versions, checkpoint, dead letters."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import psycopg
+
+from ledger.errors import OutdatedReadModel, StoreUnavailable
+from ledger.events import RecordedEvent
+
+from ..base import FencedOut
+
+_ADVANCE = """
+INSERT INTO projection_checkpoints (projection, partition, stream_id) VALUES (%s, %s, %s)
+ON CONFLICT (projection, partition) DO UPDATE SET stream_id = EXCLUDED.stream_id, updated_at = now()
+WHERE projection_checkpoints.stream_id = %s
+RETURNING 1
+"""
+
+
+def connect(conninfo: str, schema: str, autocommit: bool = False) -> psycopg.Connection:
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit, options=f"-c search_path={schema}")
+    except psycopg.OperationalError as e:
+        raise StoreUnavailable(f"PostgreSQL is unreachable: {e}") from e
+
+
+class PostgresProjection(ABC):
+    """Base class: subclasses set `name`, `version` and implement `write(cur, events)`."""
+
+    name: str = ""
+    version: int = 1
+
+    def __init__(self, conninfo: str, schema: str):
+        self.conninfo, self.schema = conninfo, schema
+        self.conn = connect(conninfo, schema)
+        self.prepare(self.conn)
+
+    def prepare(self, conn: psycopg.Connection) -> None:
+        """Per-connection set-up (temporary staging tables); runs after every (re)connect."""
+
+    def reconnect(self) -> None:
+        self.close()
+        self.conn = connect(self.conninfo, self.schema)
+        self.prepare(self.conn)
+
+    def close(self) -> None:
+        if not self.conn.closed:
+            self.conn.close()
+
+    def stored_version(self) -> int | None:
+        with self.conn.transaction():
+            row = self.conn.execute("SELECT version FROM projection_versions WHERE projection = %s",
+                                    (self.name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def ensure_current(self) -> None:
+        """Refuse a read model built by another projection version; claim an empty one."""
+        stored = self.stored_version()
+        if stored == self.version:
+            return
+        if stored is None and not self.checkpoints():
+            with self.conn.transaction():
+                self.conn.execute(
+                    "INSERT INTO projection_versions (projection, version) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (self.name, self.version))
+            return
+        raise OutdatedReadModel(
+            f"the {self.name!r} read model was built by projection version {stored}, this code is "
+            f"version {self.version}; rebuild it with `memledger replay rebuild {self.name}`")
+
+    def checkpoints(self) -> dict[int, str]:
+        with self.conn.transaction():
+            rows = self.conn.execute("SELECT partition, stream_id FROM projection_checkpoints WHERE projection = %s",
+                                     (self.name,)).fetchall()
+        return {int(p): str(s) for p, s in rows}
+
+    def _advance(self, cur: psycopg.Cursor, partition: int, after: str, to: str) -> None:
+        # First statement of the transaction: it locks the checkpoint row, so a second
+        # projector holding a stale lease waits here, then finds `after` moved and backs off.
+        if cur.execute(_ADVANCE, (self.name, partition, to, after)).fetchone() is None:
+            raise FencedOut(f"{self.name} partition {partition} moved past {after}")
+
+    def apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._advance(cur, partition, after, events[-1].position.stream_id)
+            self.write(cur, events)
+
+    @abstractmethod
+    def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
+        """Write the effects of `events` inside the caller's transaction."""
+
+    def dead_letter(self, partition: int, stream_id: str, after: str, event_id: str | None,
+                    event_type: str | None, error: str, attempts: int) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._advance(cur, partition, after, stream_id)
+            cur.execute(
+                "INSERT INTO dead_letters (projection, partition, stream_id, event_id, event_type, error, attempts)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (self.name, partition, stream_id, event_id, event_type, error, attempts))

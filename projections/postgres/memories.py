@@ -1,0 +1,176 @@
+"""The memories read model: current memories, tag counts, per-agent statistics, sessions.
+
+A batch is folded in memory (see `projections.fold`) and written set-based: rows that
+changed go through a COPY into a staging table and one upsert; counters are added as
+deltas. The checkpoint moves in the same transaction (see `PostgresProjection.apply`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, fields
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ledger.events import Event, RecordedEvent
+
+from ..fold import MEMORY_EVENTS, SESSION_EVENTS, AgentDelta, MemoryRow, SessionRow, fold_memory, fold_session
+from .base import PostgresProjection
+
+Key = tuple[str, str, str]  # org, agent, subject
+MEMORY_COLUMNS = [f.name for f in fields(MemoryRow)]
+SESSION_COLUMNS = [f.name for f in fields(SessionRow)]
+_JSON = {"metadata", "transcript"}
+_ARRAYS = {"tags", "memory_ids"}
+
+
+def _staging(table: str, columns: list[str]) -> str:
+    return (f"CREATE TEMP TABLE IF NOT EXISTS {table}_stage ON COMMIT DELETE ROWS AS "
+            f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA")
+
+
+def _upsert(table: str, columns: list[str], key: list[str]) -> str:
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+    cols = ", ".join(columns)
+    return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_stage "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+
+
+def _adapt(columns: list[str], row: Any) -> tuple[Any, ...]:
+    values = astuple(row)
+    return tuple(Jsonb(v) if c in _JSON and v is not None else (list(v) if c in _ARRAYS else v)
+                 for c, v in zip(columns, values))
+
+
+class MemoriesProjection(PostgresProjection):
+    name = "memories"
+    version = 1
+
+    def prepare(self, conn: psycopg.Connection) -> None:
+        with conn.transaction():
+            conn.execute(_staging("memories", MEMORY_COLUMNS))
+            conn.execute(_staging("sessions", SESSION_COLUMNS))
+
+    def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
+        memory = [r.event for r in events if r.event.type in MEMORY_EVENTS]
+        session = [r.event for r in events if r.event.type in SESSION_EVENTS]
+        deltas: dict[tuple[str, str], AgentDelta] = defaultdict(AgentDelta)
+        if memory:
+            self._write_memories(cur, memory, deltas)
+        if session:
+            self._write_sessions(cur, session, deltas)
+        self._write_agent_stats(cur, deltas)
+
+    # -- memories ----------------------------------------------------------------------
+
+    def _write_memories(self, cur: psycopg.Cursor, events: list[Event],
+                        deltas: dict[tuple[str, str], AgentDelta]) -> None:
+        before = _load(cur, "memories", MEMORY_COLUMNS, "memory_id", _needs_loading(events, "MemoryStored"),
+                       MemoryRow)
+        after: dict[Key, MemoryRow | None] = dict(before)
+        for e in events:
+            key = (e.org_id, e.agent_id, e.subject_id)
+            was = after.get(key)
+            after[key] = fold_memory(was, e)
+            deltas[(e.org_id, e.agent_id)].count(e, was is not None, after[key] is not None)
+        changed = {k: v for k, v in after.items() if v != before.get(k)}
+        _stage_and_upsert(cur, "memories", MEMORY_COLUMNS, ["org_id", "agent_id", "memory_id"],
+                          [v for v in changed.values() if v is not None])
+        _delete(cur, [k for k, v in changed.items() if v is None and k in before])
+        _write_tag_stats(cur, _tag_deltas(before, changed))
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _write_sessions(self, cur: psycopg.Cursor, events: list[Event],
+                        deltas: dict[tuple[str, str], AgentDelta]) -> None:
+        before = _load(cur, "sessions", SESSION_COLUMNS, "session_id", _needs_loading(events, "SessionIngested"),
+                       SessionRow)
+        after: dict[Key, SessionRow | None] = dict(before)
+        for e in events:
+            key = (e.org_id, e.agent_id, e.subject_id)
+            after[key] = fold_session(after.get(key), e)
+            deltas[(e.org_id, e.agent_id)].count(e, False, False)
+        rows = [v for k, v in after.items() if v is not None and v != before.get(k)]
+        _stage_and_upsert(cur, "sessions", SESSION_COLUMNS, ["org_id", "agent_id", "session_id"], rows)
+
+    # -- agent statistics --------------------------------------------------------------
+
+    def _write_agent_stats(self, cur: psycopg.Cursor, deltas: dict[tuple[str, str], AgentDelta]) -> None:
+        if not deltas:
+            return
+        counters = ["live_memories", "stored", "updated", "forgotten", "expired", "recalls", "sessions"]
+        rows = [(org, agent, *(getattr(d, c) for c in counters), d.first_event_at, d.last_event_at)
+                for (org, agent), d in sorted(deltas.items())]
+        adds = ", ".join(f"{c} = agent_stats.{c} + EXCLUDED.{c}" for c in counters)
+        cur.executemany(
+            f"INSERT INTO agent_stats (org_id, agent_id, {', '.join(counters)}, first_event_at, last_event_at)"
+            f" VALUES ({', '.join(['%s'] * (len(counters) + 4))})"
+            f" ON CONFLICT (org_id, agent_id) DO UPDATE SET {adds},"
+            " first_event_at = LEAST(agent_stats.first_event_at, EXCLUDED.first_event_at),"
+            " last_event_at = GREATEST(agent_stats.last_event_at, EXCLUDED.last_event_at)", rows)
+
+
+def _needs_loading(events: list[Event], creating_type: str) -> set[Key]:
+    """Subjects whose current row must be read: all but those created in this batch."""
+    first: dict[Key, str] = {}
+    for e in events:
+        first.setdefault((e.org_id, e.agent_id, e.subject_id), e.type)
+    return {k for k, t in first.items() if t != creating_type}
+
+
+def _load(cur: psycopg.Cursor, table: str, columns: list[str], id_column: str, keys: set[Key],
+          row_type: Any) -> dict[Key, Any]:
+    if not keys:
+        return {}
+    orgs, agents, ids = (list(x) for x in zip(*keys))
+    cur.execute(
+        f"SELECT {', '.join(columns)} FROM {table} WHERE (org_id, agent_id, {id_column}) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])) FOR UPDATE", (orgs, agents, ids))
+    out = {}
+    for values in cur.fetchall():
+        row = dict(zip(columns, values))
+        for c in _ARRAYS & row.keys():
+            row[c] = tuple(row[c] or ())
+        if row.get("transcript") is not None:
+            row["transcript"] = tuple(row["transcript"])
+        out[(row["org_id"], row["agent_id"], row[id_column])] = row_type(**row)
+    return out
+
+
+def _stage_and_upsert(cur: psycopg.Cursor, table: str, columns: list[str], key: list[str], rows: Iterable[Any]) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    with cur.copy(f"COPY {table}_stage ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(_adapt(columns, row))
+    cur.execute(_upsert(table, columns, key))
+
+
+def _delete(cur: psycopg.Cursor, keys: list[Key]) -> None:
+    if keys:
+        orgs, agents, ids = (list(x) for x in zip(*keys))
+        cur.execute("DELETE FROM memories WHERE (org_id, agent_id, memory_id) IN "
+                    "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))", (orgs, agents, ids))
+
+
+def _tag_deltas(before: dict[Key, MemoryRow], changed: dict[Key, MemoryRow | None]) -> Counter[tuple[str, str]]:
+    delta: Counter[tuple[str, str]] = Counter()
+    for key, row in changed.items():
+        old = before.get(key)
+        for tag in old.tags if old else ():
+            delta[(key[0], tag)] -= 1
+        for tag in row.tags if row else ():
+            delta[(key[0], tag)] += 1
+    return delta
+
+
+def _write_tag_stats(cur: psycopg.Cursor, delta: Counter[tuple[str, str]]) -> None:
+    rows = sorted((org, tag, n) for (org, tag), n in delta.items() if n)
+    if rows:
+        cur.executemany(
+            "INSERT INTO tag_stats (org_id, tag, memories) VALUES (%s, %s, %s) ON CONFLICT (org_id, tag)"
+            " DO UPDATE SET memories = tag_stats.memories + EXCLUDED.memories", rows)

@@ -1,0 +1,141 @@
+"""The PostgreSQL read-model tables (SQLAlchemy Core), the target of Alembic revisions.
+
+Tables are unqualified: a connection's `search_path` picks the namespace's schema, and a
+rebuild points it at a shadow schema that is swapped in when complete.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Computed,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    REAL,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+
+metadata = MetaData()
+TS = DateTime(timezone=True)
+
+projection_checkpoints = Table(
+    "projection_checkpoints", metadata,
+    Column("projection", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("stream_id", Text, nullable=False),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+)
+
+projection_versions = Table(
+    "projection_versions", metadata,
+    Column("projection", Text, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("projection", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("stream_id", Text, nullable=False),
+    Column("event_id", Text),
+    Column("event_type", Text),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("failed_at", TS, nullable=False, server_default=text("now()")),
+    Column("redriven_at", TS),
+    Index("dead_letters_open", "projection", "partition", postgresql_where=text("redriven_at IS NULL")),
+)
+
+event_archive = Table(
+    "event_archive", metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("partition", SmallInteger, nullable=False),
+    Column("stream_ms", BigInteger, nullable=False),
+    Column("stream_seq", Integer, nullable=False),
+    Column("org_id", Text, nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("subject_id", Text, nullable=False),
+    Column("subject_version", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("occurred_at", TS, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Index("event_archive_position", "partition", "stream_ms", "stream_seq", unique=True),
+    Index("event_archive_subject", "org_id", "subject_id", "partition", "stream_ms", "stream_seq"),
+    Index("event_archive_agent_time", "org_id", "agent_id", "occurred_at"),
+)
+
+memories = Table(
+    "memories", metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("agent_id", Text, primary_key=True),
+    Column("memory_id", Text, primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("memory_type", Text, nullable=False),
+    Column("tags", ARRAY(Text), nullable=False),
+    Column("importance", REAL, nullable=False),
+    Column("metadata", JSONB, nullable=False),
+    Column("session_id", Text),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("expires_at", TS),
+    Column("version", Integer, nullable=False),
+    Column("recall_count", Integer, nullable=False),
+    Column("last_recalled_at", TS),
+    Column("search", TSVECTOR, Computed("to_tsvector('english', content)", persisted=True)),
+    Index("memories_org_recent", "org_id", "updated_at"),
+    Index("memories_org_importance", "org_id", "importance"),
+    Index("memories_session", "org_id", "session_id"),
+    Index("memories_tags", "tags", postgresql_using="gin"),
+    Index("memories_search", "search", postgresql_using="gin"),
+)
+
+tag_stats = Table(
+    "tag_stats", metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("tag", Text, primary_key=True),
+    Column("memories", Integer, nullable=False),
+)
+
+agent_stats = Table(
+    "agent_stats", metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("agent_id", Text, primary_key=True),
+    Column("live_memories", Integer, nullable=False),
+    Column("stored", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+    Column("forgotten", Integer, nullable=False),
+    Column("expired", Integer, nullable=False),
+    Column("recalls", Integer, nullable=False),
+    Column("sessions", Integer, nullable=False),
+    Column("first_event_at", TS, nullable=False),
+    Column("last_event_at", TS, nullable=False),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("agent_id", Text, primary_key=True),
+    Column("session_id", Text, primary_key=True),
+    Column("user_id", Text),
+    Column("transcript", JSONB),
+    Column("metadata", JSONB, nullable=False),
+    Column("message_count", Integer, nullable=False),
+    Column("ingested_at", TS, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("summary", Text),
+    Column("memory_ids", ARRAY(Text), nullable=False),
+    Column("error", Text),
+    Column("transcript_purged_at", TS),
+    Column("version", Integer, nullable=False),
+    Index("sessions_org_time", "org_id", "ingested_at"),
+)

@@ -1,0 +1,197 @@
+"""The projector runtime: read from the checkpoint, apply in batches, hold leases, dead-letter.
+
+One process runs one projection over all the partitions whose leases it holds. Each
+batch of one partition is applied with its checkpoint atomically (the projection's job),
+so a crash at any point is followed by re-reading from the stored checkpoint, and a
+redelivered batch changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import TypeVar
+
+import psycopg
+
+from ledger.codec import decode_entry
+from ledger.errors import EventError, PoisonEvent, StoreUnavailable
+from ledger.events import RecordedEvent, stream_id_key
+from ledger.log import Entry, RedisEventLog
+
+from .base import FencedOut, Projection
+from .lease import Leases
+
+log = logging.getLogger("memledger.projector")
+TRANSIENT = (StoreUnavailable, psycopg.OperationalError)
+T = TypeVar("T")
+# Errors that point at one event (bad data) rather than at the system: those events are
+# retried singly and then dead-lettered. Anything else (a missing table, a bug) stops
+# the projector instead of dead-lettering every event that follows.
+POISON = (psycopg.DataError, psycopg.IntegrityError, EventError, ValueError, TypeError, KeyError, AttributeError)
+
+
+@dataclass
+class RunStats:
+    applied: int = 0
+    batches: int = 0
+    dead_lettered: int = 0
+    cursors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class ProjectorOptions:
+    batch: int = 1000
+    block_ms: int = 250
+    attempts: int = 3  # tries of a failing event before it is dead-lettered
+    fail_fast: bool = False  # rebuilds stop on a poison event instead of dead-lettering it
+    outage_s: float = 300.0  # how long to keep retrying while a server is unreachable
+    lease_ttl_ms: int = 5000
+
+
+class Projector:
+    def __init__(self, log_: RedisEventLog, projection: Projection, leases: Leases | None,
+                 options: ProjectorOptions | None = None, partitions: Sequence[int] | None = None):
+        self.log, self.projection, self.leases = log_, projection, leases
+        self.options = options or ProjectorOptions()
+        self.partitions = list(range(log_.partitions) if partitions is None else partitions)
+        self.stats = RunStats()
+        self._held: set[int] = set()
+        self._lease_checked = 0.0
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None, until_caught_up: bool = False,
+            on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+        """Project until `stop` is set (or, with `until_caught_up`, the heads seen at start)."""
+        stop = stop or threading.Event()
+        self._retrying(self.projection.ensure_current)
+        targets = {p: h for p in self.partitions if (h := self.log.head(p))} if until_caught_up else {}
+        try:
+            while not stop.is_set():
+                self._refresh_leases()
+                cursors = self._cursors()
+                if until_caught_up and self._caught_up(cursors, targets):
+                    break
+                if not cursors:
+                    stop.wait(self.options.lease_ttl_ms / 3000)
+                    continue
+                block = None if until_caught_up else self.options.block_ms
+                entries = self._retrying(lambda: self.log.wait_entries(cursors, self.options.batch, block))
+                self._apply_entries(cursors, entries)
+                if entries and on_batch:
+                    on_batch(self.stats)
+        finally:
+            if self.leases is not None:
+                self.leases.release(sorted(self._held))
+        return self.stats
+
+    def _cursors(self) -> dict[int, str]:
+        stored = self._retrying(self.projection.checkpoints)
+        self.stats.cursors = {p: stored.get(p, "0-0") for p in self._held}
+        return dict(self.stats.cursors)
+
+    @staticmethod
+    def _caught_up(cursors: dict[int, str], targets: dict[int, str]) -> bool:
+        return all(p in cursors and stream_id_key(cursors[p]) >= stream_id_key(h) for p, h in targets.items())
+
+    def _refresh_leases(self) -> None:
+        if self.leases is None:
+            self._held = set(self.partitions)
+            return
+        now = time.monotonic()
+        if self._held == set(self.partitions) and now - self._lease_checked < self.options.lease_ttl_ms / 3000:
+            return
+        lost = self._held - (held := self._retrying(lambda: self.leases.take(self.partitions)))  # type: ignore[union-attr]
+        if lost:
+            log.warning("%s: lost the lease on partitions %s", self.projection.name, sorted(lost))
+        self._held, self._lease_checked = held, now
+
+    # -- applying ----------------------------------------------------------------------
+
+    def _apply_entries(self, cursors: dict[int, str], entries: list[Entry]) -> None:
+        for partition, group in groupby(entries, key=lambda entry: entry[0]):
+            try:
+                self._apply_partition(partition, list(group), cursors[partition])
+            except FencedOut as e:
+                # The stored checkpoint is not where we read from: another projector wrote,
+                # or our own commit succeeded but its acknowledgement was lost. Either way
+                # the next round re-reads the checkpoint and continues from the truth.
+                log.info("%s: %s; re-reading the checkpoint", self.projection.name, e)
+
+    def _apply_partition(self, partition: int, entries: list[Entry], after: str) -> None:
+        decoded: list[RecordedEvent] = []
+        for entry in entries:
+            try:
+                decoded.append(decode_entry(*entry))
+            except EventError as e:
+                after = self._flush(partition, decoded, after)
+                decoded = []
+                self._poison(partition, entry[1], after, None, None, f"undecodable: {e}", 1)
+                after = entry[1]
+        self._flush(partition, decoded, after)
+
+    def _flush(self, partition: int, events: list[RecordedEvent], after: str) -> str:
+        if not events:
+            return after
+        try:
+            self._retrying(lambda: self.projection.apply(partition, events, after))
+        except POISON:
+            return self._one_by_one(partition, events, after)
+        self.stats.applied += len(events)
+        self.stats.batches += 1
+        return events[-1].position.stream_id
+
+    def _one_by_one(self, partition: int, events: list[RecordedEvent], after: str) -> str:
+        """Find the failing event(s) of a batch: apply singly, retry, then dead-letter."""
+        for r in events:
+            error: Exception | None = None
+            for attempt in range(1, self.options.attempts + 1):
+                try:
+                    self._retrying(lambda: self.projection.apply(partition, [r], after))
+                    error = None
+                    break
+                except POISON as e:
+                    error = e
+                    time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            if error is not None:
+                self._poison(partition, r.position.stream_id, after, str(r.event.event_id), r.event.type,
+                             f"{type(error).__name__}: {error}", self.options.attempts)
+            else:
+                self.stats.applied += 1
+            after = r.position.stream_id
+        return after
+
+    def _poison(self, partition: int, stream_id: str, after: str, event_id: str | None,
+                event_type: str | None, error: str, attempts: int) -> None:
+        if self.options.fail_fast:
+            raise PoisonEvent(f"{self.projection.name}: event {event_id or '?'} ({event_type or 'undecodable'}) "
+                              f"at partition {partition} id {stream_id} failed: {error}")
+        log.error("%s: dead-lettering %s at %s/%s: %s", self.projection.name, event_id, partition, stream_id, error)
+        self._retrying(lambda: self.projection.dead_letter(partition, stream_id, after, event_id, event_type,
+                                                           error, attempts))
+        self.stats.dead_lettered += 1
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        """Run `action`, riding out a server outage (bounded by `outage_s`) with backoff."""
+        deadline, delay = time.monotonic() + self.options.outage_s, 0.05
+        while True:
+            try:
+                return action()
+            except TRANSIENT as e:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(f"{self.projection.name}: gave up after {self.options.outage_s}s: {e}") from e
+                log.warning("%s: %s; retrying in %.2fs", self.projection.name, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._reconnect_quietly()
+
+    def _reconnect_quietly(self) -> None:
+        try:
+            self.projection.reconnect()
+        except TRANSIENT:
+            pass

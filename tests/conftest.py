@@ -1,0 +1,66 @@
+"""Fixtures for real servers: Redis and PostgreSQL on loopback, cleaned before and after.
+
+Every test gets its own namespace (Redis key prefix and PostgreSQL schema), so tests
+never see each other's data and nothing outside the namespace is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+
+from ledger import Settings
+
+REDIS_URL = os.environ.get("MEMLEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE_URL = os.environ.get("MEMLEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _require(what: str, probe: object) -> None:
+    try:
+        probe()  # type: ignore[operator]
+    except Exception as e:  # noqa: BLE001 - any failure means the server is not usable
+        pytest.fail(f"{what} is not reachable ({e}); start it (see README 'Tests') and run again", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    _require(f"Redis at {REDIS_URL}", client.ping)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> None:
+    _require(f"PostgreSQL at {DATABASE_URL}", lambda: psycopg.connect(DATABASE_URL, connect_timeout=3).close())
+
+
+def _drop_namespace(client: redis.Redis, namespace: str) -> None:
+    for pattern in (f"{{{namespace}:*", f"{{{namespace}}}*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i:i + 500])
+
+
+def _drop_schemas(namespace: str) -> None:
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+            (namespace, namespace + "\\_%")).fetchall()
+        for (name,) in rows:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+def settings(redis_client: redis.Redis, pg_available: None) -> Iterator[Settings]:
+    """Settings for a fresh namespace on the loopback servers; removed afterwards."""
+    namespace = "t" + uuid.uuid4().hex[:10]
+    yield Settings(redis_url=REDIS_URL, database_url=DATABASE_URL, namespace=namespace, partitions=4,
+                   allow_volatile=True, rate_per_second=1_000_000, rate_burst=1_000_000)
+    _drop_namespace(redis_client, namespace)
+    _drop_schemas(namespace)
