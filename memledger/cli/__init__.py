@@ -12,10 +12,10 @@ import typer
 
 from ledger.errors import LedgerError
 
-from . import agents, logs
+from . import agents, analysts, demo, logs, operators
 from .common import state
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="memory-ledger: an event-sourced memory store for AI agents.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="memory-ledger: an event-sourced memory store for AI agents.")
 
 
 @app.callback()
@@ -23,26 +23,15 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
     state.debug = debug
 
 
-for surface in (agents, logs):
+for surface in (agents, logs, analysts, operators, demo):
     surface.register(app)
 
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()
     except LedgerError as e:
         if state.debug:
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors carry their own exit code
-        from click.exceptions import ClickException
-        if isinstance(e, ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise

@@ -19,6 +19,7 @@ class ArchiveProjection(PostgresProjection):
 
     name = "archive"
     version = 1
+    tables = ("event_archive",)
 
     def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
         with cur.copy(_COPY) as copy:

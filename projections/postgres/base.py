@@ -32,6 +32,7 @@ class PostgresProjection(ABC):
 
     name: str = ""
     version: int = 1
+    tables: tuple[str, ...] = ()  # the tables this projection owns (a rebuild swaps exactly these)
 
     def __init__(self, conninfo: str, schema: str):
         self.conninfo, self.schema = conninfo, schema

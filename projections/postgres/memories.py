@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
 from typing import Any
 
 import psycopg
@@ -40,7 +40,8 @@ def _upsert(table: str, columns: list[str], key: list[str]) -> str:
 
 
 def _adapt(columns: list[str], row: Any) -> tuple[Any, ...]:
-    values = astuple(row)
+    # Shallow on purpose: dataclasses.astuple deep-copies every value and dominated the profile.
+    values = (getattr(row, c) for c in columns)
     return tuple(Jsonb(v) if c in _JSON and v is not None else (list(v) if c in _ARRAYS else v)
                  for c, v in zip(columns, values))
 
@@ -48,6 +49,7 @@ def _adapt(columns: list[str], row: Any) -> tuple[Any, ...]:
 class MemoriesProjection(PostgresProjection):
     name = "memories"
     version = 1
+    tables = ("memories", "tag_stats", "agent_stats", "sessions")
 
     def prepare(self, conn: psycopg.Connection) -> None:
         with conn.transaction():

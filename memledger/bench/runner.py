@@ -1,0 +1,84 @@
+"""Running the benchmark: claim a namespace, build the data set, run every measurement, clean up."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+
+from ledger import Settings
+from ledger.durability import read_persistence
+
+from .data import DataSet, build_dataset
+from .figures import Figure
+from .progress import reporter
+from .registry import MEASUREMENTS, BenchContext, Measurement
+from .report import BenchReport, resolve
+from .sandbox import Sandbox, bench_settings, open_sandbox
+
+__all__ = ["MODULES", "measurements", "run_benchmark"]
+
+# Modules whose measurements the benchmark runs, in this order (raw limits first, since
+# other figures are ratios against them). Later figures are added by appending here.
+MODULES = ["memledger.bench.raw", "memledger.bench.ledger_bench"]
+
+
+def measurements() -> list[Measurement]:
+    """Every registered measurement, after importing the modules that register them."""
+    for module in MODULES:
+        importlib.import_module(module)
+    return list(MEASUREMENTS)
+
+
+def run_benchmark(settings: Settings, events: int = 20_000, repeat: int = 5, seed: int = 0,
+                  progress: bool = True, only: Sequence[Measurement] | None = None,
+                  namespace: str | None = None, console: Console | None = None) -> BenchReport:
+    """Measure raw limits and ledger figures on the configured servers, in a namespace of its own.
+
+    Each figure is the median of `repeat` timed repetitions after one warm-up. The
+    namespace (`namespace`, or a fresh `bench_<random>`) must be unused; its Redis keys
+    and PostgreSQL schema are removed at the end, also on error or Ctrl-C.
+    """
+    if events < 1 or repeat < 1:
+        raise ValueError("events and repeat must be at least 1")
+    chosen = list(only) if only is not None else measurements()
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    config = bench_settings(settings, namespace)
+    with open_sandbox(config) as sandbox, reporter(progress, len(chosen), console) as rep:
+        advance = rep.task("building the data set", 1)
+        data = build_dataset(seed, events, config.partitions)
+        advance("done")
+        ctx = BenchContext(config, sandbox.redis, sandbox.pg, sandbox.database_url, data, repeat, rep)
+        figures: list[Figure] = []
+        for m in chosen:
+            figures += m.run(ctx)
+            rep.measured(m.name)
+        machine = machine_info(sandbox)
+    args = {"events": events, "repeat": repeat, "seed": seed, "partitions": config.partitions}
+    return BenchReport(resolve(figures), args, machine, dataset_info(data), config.namespace,
+                       started.isoformat(), time.perf_counter() - clock)
+
+
+def machine_info(sandbox: Sandbox) -> dict[str, Any]:
+    """Where the figures were measured."""
+    server = sandbox.redis.info("server")
+    pg_version = sandbox.pg.execute("SHOW server_version").fetchone()
+    return {
+        "cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
+        "python": platform.python_version(), "redis_version": server.get("redis_version"),
+        "redis_persistence": read_persistence(sandbox.redis).describe(),
+        "postgres_version": pg_version[0] if pg_version else None,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def dataset_info(data: DataSet) -> dict[str, Any]:
+    return {"commands": len(data), "by_type": dict(data.counts), "rows": len(data.rows),
+            "rows_preloaded_for_upsert": len(data.initial_rows),
+            "mean_event_bytes": round(data.body_bytes / max(1, len(data)), 1)}

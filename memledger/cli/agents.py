@@ -1,0 +1,134 @@
+"""The agents' surface: `memledger send` appends commands read from a file or stdin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+import orjson
+import typer
+
+from commands import CommandBus, open_bus
+from ledger.errors import CommandError, InvalidCommand, RateLimited, VersionConflict
+from ledger.log import Outcome, Receipt
+
+from .common import print_json, settings
+
+BATCH_SIZE = 500
+EXIT_OK = 0
+EXIT_REJECTED = CommandError.exit_code  # 2: at least one command was not accepted
+
+# A numbered input line: the command's JSON object, or why it is not one.
+Item = tuple[int, dict[str, Any] | InvalidCommand]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `send` command to `app`."""
+    app.command("send")(send)
+
+
+def send(
+    source: typer.FileText = typer.Argument(
+        "-", metavar="[FILE|-]", help="JSON lines (or one JSON object); '-' or nothing reads stdin."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per command."),
+) -> None:
+    """Append commands (StoreMemory, UpdateMemory, ...) to the ledger, one result line each.
+
+    Exits 0 when every command was accepted (duplicates included), 2 when any was rejected.
+    """
+    bus = open_bus(settings())
+    rejected = 0
+    for batch in batches(read_commands(source), BATCH_SIZE):
+        for number, outcome in send_batch(bus, batch):
+            rejected += isinstance(outcome, CommandError)
+            emit(number, outcome, as_json)
+    if rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+# -- input ---------------------------------------------------------------------------
+
+
+def parse_line(number: int, text: str) -> Item:
+    """One input line as a command object, or an `invalid` error saying why not."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        return number, InvalidCommand(f"not valid JSON: {e}")
+    if not isinstance(value, dict):
+        return number, InvalidCommand(
+            f"expected a JSON object with a `type` field, got a JSON {type(value).__name__}")
+    return number, value
+
+
+def read_commands(lines: Iterable[str]) -> Iterator[Item]:
+    """Commands from JSON lines, or from a single JSON object spread over several lines.
+
+    Lines are read lazily, so a long stream starts appending before it ends; only a
+    first line that is not JSON on its own makes us read the rest to try it as one object.
+    """
+    numbered: Iterator[tuple[int, str]] = ((n, text) for n, text in enumerate(lines, 1) if text.strip())
+    first = next(numbered, None)
+    if first is None:
+        return
+    item = parse_line(*first)
+    if isinstance(item[1], InvalidCommand) and first[1].lstrip().startswith("{"):
+        rest = list(numbered)
+        whole = parse_line(first[0], first[1] + "".join(text for _, text in rest))
+        if not isinstance(whole[1], InvalidCommand):
+            yield whole
+            return
+        numbered = iter(rest)
+    yield item
+    yield from (parse_line(n, text) for n, text in numbered)
+
+
+def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Consecutive chunks of at most `size` items."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# -- sending -------------------------------------------------------------------------
+
+
+def send_batch(bus: CommandBus, batch: Sequence[Item]) -> list[tuple[int, Outcome]]:
+    """Send the well-formed commands of `batch` in one round trip; outcomes in input order."""
+    commands = [value for _, value in batch if isinstance(value, dict)]
+    sent = iter(bus.send_many(commands) if commands else [])
+    return [(number, value if isinstance(value, CommandError) else next(sent)) for number, value in batch]
+
+
+# -- output --------------------------------------------------------------------------
+
+
+def outcome_json(number: int, outcome: Outcome) -> dict[str, Any]:
+    """The `--json` form of one command's outcome."""
+    if isinstance(outcome, Receipt):
+        return {"line": number, "ok": True, "partition": outcome.partition, "stream_id": outcome.stream_id,
+                "subject_version": outcome.subject_version, "event_ids": list(outcome.event_ids),
+                "duplicate": outcome.duplicate}
+    out: dict[str, Any] = {"line": number, "ok": False, "error": outcome.code, "message": str(outcome)}
+    if isinstance(outcome, VersionConflict):
+        out["current_version"] = outcome.current_version
+    if isinstance(outcome, RateLimited):
+        out["retry_after"] = outcome.retry_after
+    return out
+
+
+def outcome_text(number: int, outcome: Outcome) -> str:
+    """The human form of one command's outcome, on one line."""
+    if isinstance(outcome, Receipt):
+        dup = " (duplicate: the original receipt)" if outcome.duplicate else ""
+        return (f"line {number}: ok p{outcome.partition} {outcome.stream_id} "
+                f"v{outcome.subject_version} events={','.join(outcome.event_ids)}{dup}")
+    return f"line {number}: {outcome.code}: {outcome}"
+
+
+def emit(number: int, outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        print_json(outcome_json(number, outcome))
+    else:
+        typer.echo(outcome_text(number, outcome))

@@ -1,0 +1,37 @@
+"""The operators' `memledger bench`: raw server limits and the ledger's figures, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from memledger.bench import render_table, run_benchmark, write_json
+
+from .common import console, settings
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `bench` command to `app`."""
+    app.command("bench")(bench)
+
+
+def bench(
+    events: int = typer.Option(20_000, "--events", min=1, help="Commands in the data set."),
+    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; plus one warm-up)."),
+    json_file: Path | None = typer.Option(None, "--json", metavar="FILE", help="Also write the figures as JSON."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated data set."),
+) -> None:
+    """Measure append throughput and latency against raw XADD/XRANGE/COPY limits.
+
+    Runs in a namespace of its own on the configured servers and deletes everything it
+    wrote at the end (also on Ctrl-C). Against a Redis without AOF it needs
+    MEMLEDGER_ALLOW_VOLATILE=1, like any other ledger writer.
+    """
+    report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True)
+    console.print(render_table(report))
+    if report.failed:
+        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
+    if json_file is not None:
+        write_json(report, json_file)
+        console.print(f"figures written to {json_file}")

@@ -1,0 +1,64 @@
+"""History from the event archive: a memory's events, and what an agent knew at a time."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import psycopg
+from psycopg.rows import tuple_row
+
+from ledger.codec import from_dict
+from ledger.events import Event
+
+from .fold import MEMORY_EVENTS, MemoryRow, fold_memory
+
+if TYPE_CHECKING:
+    from .query import MemoryQuery
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    partition: int
+    stream_id: str
+    event: Event
+
+
+def _events(conn: psycopg.Connection, where: str, args: tuple[Any, ...]) -> list[HistoryEntry]:
+    cur = conn.cursor(row_factory=tuple_row)  # whatever the connection's row factory
+    rows = cur.execute(
+        "SELECT partition, stream_ms, stream_seq, subject_version, body::text FROM event_archive"
+        f" WHERE {where} ORDER BY partition, stream_ms, stream_seq", args).fetchall()
+    # Bodies are stored as written; from_dict upcasts them, as every read path must.
+    return [HistoryEntry(p, f"{ms}-{seq}", from_dict(orjson.loads(body), version))
+            for p, ms, seq, version, body in rows]
+
+
+def history(conn: psycopg.Connection, org_id: str, memory_id: str) -> list[HistoryEntry]:
+    """Every archived event of one memory, oldest first."""
+    return _events(conn, "org_id = %s AND subject_id = %s", (org_id, memory_id))
+
+
+def as_of(conn: psycopg.Connection, org_id: str, agent_id: str, at: datetime,
+          q: MemoryQuery | None = None) -> list[dict[str, Any]]:
+    """The agent's memories as they stood at `at`, by folding archived history up to then."""
+    entries = _events(conn, "org_id = %s AND agent_id = %s AND occurred_at <= %s", (org_id, agent_id, at))
+    rows: dict[str, MemoryRow | None] = {}
+    for entry in entries:
+        if entry.event.type in MEMORY_EVENTS:
+            rows[entry.event.subject_id] = fold_memory(rows.get(entry.event.subject_id), entry.event)
+    live = [asdict(r) for r in rows.values() if r is not None]
+    return _filter(live, q) if q is not None else sorted(live, key=lambda r: r["updated_at"], reverse=True)
+
+
+def _filter(rows: list[dict[str, Any]], q: MemoryQuery) -> list[dict[str, Any]]:
+    def keep(r: dict[str, Any]) -> bool:
+        tags = set(r["tags"])
+        return ((not q.tags or (tags & set(q.tags) if q.match == "any" else tags >= set(q.tags)))
+                and (q.min_importance is None or r["importance"] >= q.min_importance)
+                and (q.text is None or all(w.lower() in r["content"].lower() for w in q.text.split())))
+
+    key = "updated_at" if q.order == "recent" else "importance"
+    return sorted(filter(keep, rows), key=lambda r: r[key], reverse=True)[: q.limit]
