@@ -20,7 +20,14 @@ MAX_TRANSCRIPT_BYTES = 1_048_576
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$", to_lower=True)]
-Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT, strip_whitespace=True)]
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text may not contain NUL characters (\\x00)")
+    return value
+
+
+Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT, strip_whitespace=True),
+                    AfterValidator(_no_nul)]
 Importance = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -33,7 +40,10 @@ def _aware(value: datetime) -> datetime:
 
 
 def _small_json(value: dict[str, Any]) -> dict[str, Any]:
-    size = len(orjson.dumps(value))
+    encoded = orjson.dumps(value)
+    if b"\\u0000" in encoded:
+        raise ValueError("metadata may not contain NUL characters (\\u0000)")
+    size = len(encoded)
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     return value
@@ -126,6 +136,8 @@ class IngestSession(Command):
 
     @model_validator(mode="after")
     def _bounded(self) -> IngestSession:
+        if any("\x00" in m.content for m in self.transcript):
+            raise ValueError("transcript messages may not contain NUL characters (\\x00)")
         size = sum(len(m.content.encode()) for m in self.transcript)
         if size > MAX_TRANSCRIPT_BYTES:
             raise ValueError(f"transcript is {size} bytes; the limit is {MAX_TRANSCRIPT_BYTES}")
