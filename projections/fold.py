@@ -54,7 +54,7 @@ class SessionRow:
 MEMORY_EVENTS = frozenset({"MemoryStored", "MemoryUpdated", "MemoryTagged", "MemoryUntagged",
                            "MemoryForgotten", "MemoryExpired", "MemoryRecalled"})
 SESSION_EVENTS = frozenset({"SessionIngested", "SessionSummarized", "SessionExtractionFailed",
-                            "SessionTranscriptPurged"})
+                            "SessionTranscriptPurged", "SessionRetryRequested"})
 
 
 def _stored(e: ev.Event, d: ev.MemoryStored) -> MemoryRow:
@@ -110,6 +110,9 @@ def fold_session(row: SessionRow | None, e: ev.Event) -> SessionRow | None:
         return replace(row, status="failed", error=d.error, version=e.subject_version)
     if isinstance(d, ev.SessionTranscriptPurged):
         return replace(row, transcript=None, transcript_purged_at=e.occurred_at, version=e.subject_version)
+    if isinstance(d, ev.SessionRetryRequested):
+        # Pending again; the error stays visible until the retry succeeds (or fails anew).
+        return replace(row, status="pending", version=e.subject_version)
     return row
 
 

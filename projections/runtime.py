@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import TypeVar
@@ -53,6 +54,23 @@ class ProjectorOptions:
     lease_ttl_ms: int = 5000
 
 
+Item = tuple[int, str, "RecordedEvent | EventError"]  # partition, stream id, event or why it is undecodable
+
+
+def _decode(entry: Entry) -> Item:
+    try:
+        return entry[0], entry[1], decode_entry(*entry)
+    except EventError as e:
+        return entry[0], entry[1], e
+
+
+def _advance(cursors: dict[int, str], items: list[Item]) -> dict[int, str]:
+    after = dict(cursors)
+    for partition, stream_id, _ in items:
+        after[partition] = stream_id
+    return after
+
+
 class Projector:
     def __init__(self, log_: RedisEventLog, projection: Projection, leases: Leases | None,
                  options: ProjectorOptions | None = None, partitions: Sequence[int] | None = None):
@@ -70,25 +88,45 @@ class Projector:
         """Project until `stop` is set (or, with `until_caught_up`, the heads seen at start)."""
         stop = stop or threading.Event()
         self._retrying(self.projection.ensure_current)
-        targets = {p: h for p in self.partitions if (h := self.log.head(p))} if until_caught_up else {}
-        try:
-            while not stop.is_set():
-                self._refresh_leases()
-                cursors = self._cursors()
-                if until_caught_up and self._caught_up(cursors, targets):
-                    break
-                if not cursors:
-                    stop.wait(self.options.lease_ttl_ms / 3000)
-                    continue
-                block = None if until_caught_up else self.options.block_ms
-                entries = self._retrying(lambda: self.log.wait_entries(cursors, self.options.batch, block))
-                self._apply_entries(cursors, entries)
-                if entries and on_batch:
-                    on_batch(self.stats)
-        finally:
-            if self.leases is not None:
-                self.leases.release(sorted(self._held))
+        targets = {p: h for p in self.partitions if (h := self.log.head(p))} if until_caught_up else None
+        block = None if until_caught_up else self.options.block_ms
+        # One read-ahead thread: while a batch is written, the next is read and decoded.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.projection.name}") as reader:
+            try:
+                self._loop(stop, targets, block, reader, on_batch)
+            finally:
+                if self.leases is not None:
+                    self.leases.release(sorted(self._held))
         return self.stats
+
+    def _loop(self, stop: threading.Event, targets: dict[int, str] | None, block: int | None,
+              reader: ThreadPoolExecutor, on_batch: Callable[[RunStats], None] | None) -> None:
+        ahead: Future[list[Item]] | None = None
+        cursors: dict[int, str] = {}
+        while not stop.is_set():
+            if self._refresh_leases() or ahead is None:
+                cursors = self._cursors()  # (re)start from what is stored
+                ahead = None
+            if targets is not None and self._caught_up(cursors, targets):
+                return
+            if not cursors:
+                stop.wait(self.options.lease_ttl_ms / 3000)
+                continue
+            items = ahead.result() if ahead is not None else self._read(cursors, block)
+            following = _advance(cursors, items)
+            ahead = reader.submit(self._read, following, block)
+            if not self._apply_items(cursors, items):
+                ahead.cancel()
+                ahead = None  # fenced: the stored checkpoints are the truth, re-read them
+                continue
+            cursors = following
+            self.stats.cursors = dict(cursors)
+            if items and on_batch:
+                on_batch(self.stats)
+
+    def _read(self, cursors: dict[int, str], block: int | None) -> list[Item]:
+        entries = self._retrying(lambda: self.log.wait_entries(cursors, self.options.batch, block))
+        return [_decode(entry) for entry in entries]
 
     def _cursors(self) -> dict[int, str]:
         stored = self._retrying(self.projection.checkpoints)
@@ -99,22 +137,25 @@ class Projector:
     def _caught_up(cursors: dict[int, str], targets: dict[int, str]) -> bool:
         return all(p in cursors and stream_id_key(cursors[p]) >= stream_id_key(h) for p, h in targets.items())
 
-    def _refresh_leases(self) -> None:
+    def _refresh_leases(self) -> bool:
+        """Renew held leases and try to take free ones; True if the held set changed."""
         if self.leases is None:
-            self._held = set(self.partitions)
-            return
+            changed, self._held = self._held != set(self.partitions), set(self.partitions)
+            return changed
         now = time.monotonic()
-        if self._held == set(self.partitions) and now - self._lease_checked < self.options.lease_ttl_ms / 3000:
-            return
-        lost = self._held - (held := self._retrying(lambda: self.leases.take(self.partitions)))  # type: ignore[union-attr]
-        if lost:
+        if now - self._lease_checked < self.options.lease_ttl_ms / 3000:
+            return False
+        held = self._retrying(lambda: self.leases.take(self.partitions))  # type: ignore[union-attr]
+        if lost := self._held - held:
             log.warning("%s: lost the lease on partitions %s", self.projection.name, sorted(lost))
-        self._held, self._lease_checked = held, now
+        changed, self._held, self._lease_checked = held != self._held, held, now
+        return changed
 
     # -- applying ----------------------------------------------------------------------
 
-    def _apply_entries(self, cursors: dict[int, str], entries: list[Entry]) -> None:
-        for partition, group in groupby(entries, key=lambda entry: entry[0]):
+    def _apply_items(self, cursors: dict[int, str], items: list[Item]) -> bool:
+        """Apply a read batch, partition by partition; False if a checkpoint was fenced."""
+        for partition, group in groupby(items, key=lambda item: item[0]):
             try:
                 self._apply_partition(partition, list(group), cursors[partition])
             except FencedOut as e:
@@ -122,17 +163,19 @@ class Projector:
                 # or our own commit succeeded but its acknowledgement was lost. Either way
                 # the next round re-reads the checkpoint and continues from the truth.
                 log.info("%s: %s; re-reading the checkpoint", self.projection.name, e)
+                return False
+        return True
 
-    def _apply_partition(self, partition: int, entries: list[Entry], after: str) -> None:
+    def _apply_partition(self, partition: int, items: list[Item], after: str) -> None:
         decoded: list[RecordedEvent] = []
-        for entry in entries:
-            try:
-                decoded.append(decode_entry(*entry))
-            except EventError as e:
-                after = self._flush(partition, decoded, after)
-                decoded = []
-                self._poison(partition, entry[1], after, None, None, f"undecodable: {e}", 1)
-                after = entry[1]
+        for _, stream_id, event in items:
+            if isinstance(event, RecordedEvent):
+                decoded.append(event)
+                continue
+            after = self._flush(partition, decoded, after)
+            decoded = []
+            self._poison(partition, stream_id, after, None, None, f"undecodable: {event}", 1)
+            after = stream_id
         self._flush(partition, decoded, after)
 
     def _flush(self, partition: int, events: list[RecordedEvent], after: str) -> str:

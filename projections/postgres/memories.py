@@ -8,12 +8,12 @@ deltas. The checkpoint moves in the same transaction (see `PostgresProjection.ap
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
+import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ledger.events import Event, RecordedEvent
 
@@ -23,38 +23,22 @@ from .base import PostgresProjection
 Key = tuple[str, str, str]  # org, agent, subject
 MEMORY_COLUMNS = [f.name for f in fields(MemoryRow)]
 SESSION_COLUMNS = [f.name for f in fields(SessionRow)]
-_JSON = {"metadata", "transcript"}
 _ARRAYS = {"tags", "memory_ids"}
 
 
-def _staging(table: str, columns: list[str]) -> str:
-    return (f"CREATE TEMP TABLE IF NOT EXISTS {table}_stage ON COMMIT DELETE ROWS AS "
-            f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA")
-
-
 def _upsert(table: str, columns: list[str], key: list[str]) -> str:
+    # Rows travel as one JSON array (orjson encodes the row dataclasses natively) and
+    # PostgreSQL turns it into records: far cheaper than adapting each value in Python.
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
     cols = ", ".join(columns)
-    return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_stage "
+    return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) "
             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
-
-
-def _adapt(columns: list[str], row: Any) -> tuple[Any, ...]:
-    # Shallow on purpose: dataclasses.astuple deep-copies every value and dominated the profile.
-    values = (getattr(row, c) for c in columns)
-    return tuple(Jsonb(v) if c in _JSON and v is not None else (list(v) if c in _ARRAYS else v)
-                 for c, v in zip(columns, values))
 
 
 class MemoriesProjection(PostgresProjection):
     name = "memories"
     version = 1
     tables = ("memories", "tag_stats", "agent_stats", "sessions")
-
-    def prepare(self, conn: psycopg.Connection) -> None:
-        with conn.transaction():
-            conn.execute(_staging("memories", MEMORY_COLUMNS))
-            conn.execute(_staging("sessions", SESSION_COLUMNS))
 
     def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
         memory = [r.event for r in events if r.event.type in MEMORY_EVENTS]
@@ -79,8 +63,8 @@ class MemoriesProjection(PostgresProjection):
             after[key] = fold_memory(was, e)
             deltas[(e.org_id, e.agent_id)].count(e, was is not None, after[key] is not None)
         changed = {k: v for k, v in after.items() if v != before.get(k)}
-        _stage_and_upsert(cur, "memories", MEMORY_COLUMNS, ["org_id", "agent_id", "memory_id"],
-                          [v for v in changed.values() if v is not None])
+        _write_rows(cur, "memories", MEMORY_COLUMNS, ["org_id", "agent_id", "memory_id"],
+                    [v for v in changed.values() if v is not None])
         _delete(cur, [k for k, v in changed.items() if v is None and k in before])
         _write_tag_stats(cur, _tag_deltas(before, changed))
 
@@ -96,7 +80,7 @@ class MemoriesProjection(PostgresProjection):
             after[key] = fold_session(after.get(key), e)
             deltas[(e.org_id, e.agent_id)].count(e, False, False)
         rows = [v for k, v in after.items() if v is not None and v != before.get(k)]
-        _stage_and_upsert(cur, "sessions", SESSION_COLUMNS, ["org_id", "agent_id", "session_id"], rows)
+        _write_rows(cur, "sessions", SESSION_COLUMNS, ["org_id", "agent_id", "session_id"], rows)
 
     # -- agent statistics --------------------------------------------------------------
 
@@ -142,14 +126,9 @@ def _load(cur: psycopg.Cursor, table: str, columns: list[str], id_column: str, k
     return out
 
 
-def _stage_and_upsert(cur: psycopg.Cursor, table: str, columns: list[str], key: list[str], rows: Iterable[Any]) -> None:
-    rows = list(rows)
-    if not rows:
-        return
-    with cur.copy(f"COPY {table}_stage ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(_adapt(columns, row))
-    cur.execute(_upsert(table, columns, key))
+def _write_rows(cur: psycopg.Cursor, table: str, columns: list[str], key: list[str], rows: list[Any]) -> None:
+    if rows:
+        cur.execute(_upsert(table, columns, key), (orjson.dumps(rows).decode(),))
 
 
 def _delete(cur: psycopg.Cursor, keys: list[Key]) -> None:
