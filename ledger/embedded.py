@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import ConfigurationError
 
@@ -43,7 +45,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _pings(sock: Path) -> bool:
     try:
-        with redis.Redis(unix_socket_path=str(sock), socket_timeout=1) as r:
+        # No retries: redis-py would otherwise back off for seconds on a socket that is not there yet.
+        with redis.Redis(unix_socket_path=str(sock), socket_timeout=1, retry=Retry(NoBackoff(), 0)) as r:
             return bool(r.ping())
     except (redis.RedisError, OSError):
         return False

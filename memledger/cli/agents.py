@@ -16,7 +16,6 @@ from ledger.log import Outcome, Receipt
 from .common import print_json, settings
 
 BATCH_SIZE = 500
-EXIT_OK = 0
 EXIT_REJECTED = CommandError.exit_code  # 2: at least one command was not accepted
 
 # A numbered input line: the command's JSON object, or why it is not one.
@@ -38,11 +37,13 @@ def send(
     Exits 0 when every command was accepted (duplicates included), 2 when any was rejected.
     """
     bus = open_bus(settings())
-    rejected = 0
+    total = rejected = 0
     for batch in batches(read_commands(source), BATCH_SIZE):
         for number, outcome in send_batch(bus, batch):
-            rejected += isinstance(outcome, CommandError)
+            total, rejected = total + 1, rejected + isinstance(outcome, CommandError)
             emit(number, outcome, as_json)
+    if not as_json:
+        typer.echo(f"{total - rejected} accepted, {rejected} rejected", err=True)
     if rejected:
         raise typer.Exit(EXIT_REJECTED)
 

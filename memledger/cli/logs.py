@@ -126,15 +126,17 @@ def select_partitions(count: int, partition: int | None, org: str | None, agent:
 # -- reading -------------------------------------------------------------------------
 
 
-def _by_position(record: RecordedEvent) -> tuple[int, int]:
-    return record.position.key
+def log_order(record: RecordedEvent) -> tuple[int, int, int]:
+    """Stream ids order events across partitions; partitions can share a millisecond, so break ties."""
+    ms, seq = record.position.key
+    return ms, seq, record.position.partition
 
 
 def oldest(log: RedisEventLog, partitions: Iterable[int], filt: EventFilter, limit: int) -> list[RecordedEvent]:
     """The first `limit` matching events across `partitions`, oldest first (lazily read)."""
     streams = [islice(filter(filt.matches, log.iter_partition(p, filt.after, filt.until)), limit)
                for p in partitions]
-    return list(islice(heapq.merge(*streams, key=_by_position), limit))
+    return list(islice(heapq.merge(*streams, key=log_order), limit))
 
 
 def read_backwards(log: RedisEventLog, partition: int, end: str, start: str = "-") -> Iterator[RecordedEvent]:
@@ -158,7 +160,7 @@ def newest(log: RedisEventLog, heads: dict[int, str], filt: EventFilter, limit: 
     start = "-" if filt.since_ms is None else f"{filt.since_ms}-0"
     streams = [islice(filter(filt.matches, read_backwards(log, p, _earlier(head, filt.until_ms), start)), limit)
                for p, head in heads.items() if head != "0-0"]
-    return list(islice(heapq.merge(*streams, key=_by_position, reverse=True), limit))[::-1]
+    return list(islice(heapq.merge(*streams, key=log_order, reverse=True), limit))[::-1]
 
 
 def _earlier(head: str, until_ms: int | None) -> str:
@@ -301,10 +303,9 @@ def durability_mark(persistence: dict[str, Any], allow_volatile: bool) -> str:
 
 
 def print_info(report: dict[str, Any]) -> None:
-    console.print(f"namespace    {report['namespace']}", highlight=False)
-    console.print(f"redis        {report['redis_version']}", highlight=False)
-    console.print(f"persistence  {durability_mark(report['persistence'], report['allow_volatile'])}",
-                  highlight=False)
+    for label, value in (("namespace", report["namespace"]), ("redis", report["redis_version"]),
+                         ("persistence", durability_mark(report["persistence"], report["allow_volatile"]))):
+        console.print(f"{label:<12} {value}", highlight=False, soft_wrap=True)
     table = Table("partition", "events", "head", title=f"{report['partition_count']} partitions")
     for row in report["partitions"]:
         table.add_row(str(row["partition"]), str(row["length"]), row["head"] or "-")
