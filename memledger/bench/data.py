@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -117,9 +117,7 @@ def build_dataset(seed: int, size: int, partitions: int) -> DataSet:
     events = _decide_all(draft.models(RAW_RUN), rng)
     versions = _versions(draft.commands(RAW_RUN), [s.memory for s in steps])
     rows, initial = _fold_rows(events, versions)
-    counts: dict[str, int] = defaultdict(int)
-    for step in steps:
-        counts[str(step.fields["type"])] += 1
+    counts = Counter(str(step.fields["type"]) for step in steps)
     return replace(
         draft, bodies=tuple(encode(e) for e in events), versions=tuple(versions),
         partitions=tuple(partition_for(e.org_id, e.agent_id, partitions) for e in events),

@@ -47,6 +47,13 @@ class Figure:
     baseline: str | None = None  # name of the raw-limit figure this one is a ratio against
     note: str = ""
 
+    @property
+    def spread(self) -> float | None:
+        """Half the range of the samples, relative to the median: how noisy the figure is."""
+        if len(self.samples) < 2 or not self.value:
+            return None
+        return (max(self.samples) - min(self.samples)) / 2 / self.value
+
 
 def throughput(name: str, group: str, count: int, seconds: Sequence[float], unit: str = "events/s",
                target: Target | None = None, baseline: str | None = None, note: str = "") -> Figure:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from .figures import Figure
@@ -24,7 +25,7 @@ class Result:
     passed: bool | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self.figure), "ratio": self.ratio, "passed": self.passed}
+        return {**asdict(self.figure), "spread": self.figure.spread, "ratio": self.ratio, "passed": self.passed}
 
 
 def resolve(figures: Sequence[Figure]) -> tuple[Result, ...]:
@@ -80,21 +81,29 @@ def _mark(passed: bool | None) -> str:
     return {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]–[/]"}[passed]
 
 
+COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("figure", "left"), ("value", "right"), ("±", "right"), ("unit", "left"), ("target", "left"),
+    ("ratio", "right"), ("raw limit", "left"), ("", "center"))
+
+
+def _row(result: Result) -> list[str]:
+    figure = result.figure
+    return [figure.name, _value(figure), f"{figure.spread:.0%}" if figure.spread is not None else "", figure.unit,
+            figure.target.text if figure.target else "", f"{result.ratio:.2f}x" if result.ratio is not None else "",
+            figure.baseline or "", _mark(result.passed)]
+
+
 def render_table(report: BenchReport) -> Table:
-    """One row per figure: value, unit, target, ratio to its raw limit, verdict."""
+    """One row per figure: value, spread (± half range), unit, target, ratio to its raw limit, verdict."""
     args = report.args
     table = Table(title=f"memledger bench: {args['events']:,} events, median of {args['repeat']} "
                         f"(seed {args['seed']}, {report.duration_s:.0f}s)")
-    for column, justify in (("figure", "left"), ("value", "right"), ("unit", "left"), ("target", "left"),
-                            ("ratio", "right"), ("raw limit", "left"), ("", "center")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for column, justify in COLUMNS:
+        table.add_column(column, justify=justify)
     group = None
     for result in report.results:
-        figure = result.figure
-        if group is not None and figure.group != group:
+        if group is not None and result.figure.group != group:
             table.add_section()
-        group = figure.group
-        ratio = f"{result.ratio:.2f}x" if result.ratio is not None else ""
-        table.add_row(figure.name, _value(figure), figure.unit, figure.target.text if figure.target else "",
-                      ratio, figure.baseline or "", _mark(result.passed))
+        group = result.figure.group
+        table.add_row(*_row(result))
     return table

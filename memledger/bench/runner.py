@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import platform
@@ -55,14 +56,27 @@ def run_benchmark(settings: Settings, events: int = 20_000, repeat: int = 5, see
         data = build_dataset(seed, events, config.partitions)
         advance("done")
         ctx = BenchContext(config, sandbox.redis, sandbox.pg, sandbox.database_url, data, repeat, rep)
-        figures: list[Figure] = []
-        for m in chosen:
-            figures += m.run(ctx)
-            rep.measured(m.name)
+        figures = run_measurements(ctx, chosen)
         machine = machine_info(sandbox)
     args = {"events": events, "repeat": repeat, "seed": seed, "partitions": config.partitions}
     return BenchReport(resolve(figures), args, machine, dataset_info(data), config.namespace,
                        started.isoformat(), time.perf_counter() - clock)
+
+
+def run_measurements(ctx: BenchContext, chosen: Sequence[Measurement]) -> list[Figure]:
+    """Every measurement's figures, in order."""
+    # The data set is the bench's, not the ledger's: frozen out of the collector, it
+    # neither slows the timed code's collections nor the collections between rounds.
+    gc.collect()
+    gc.freeze()
+    try:
+        figures: list[Figure] = []
+        for m in chosen:
+            figures += m.run(ctx)
+            ctx.reporter.measured(m.name)
+        return figures
+    finally:
+        gc.unfreeze()
 
 
 def machine_info(sandbox: Sandbox) -> dict[str, Any]:
@@ -70,7 +84,8 @@ def machine_info(sandbox: Sandbox) -> dict[str, Any]:
     server = sandbox.redis.info("server")
     pg_version = sandbox.pg.execute("SHOW server_version").fetchone()
     return {
-        "cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform(),
+        "machine": platform.machine(),
         "python": platform.python_version(), "redis_version": server.get("redis_version"),
         "redis_persistence": read_persistence(sandbox.redis).describe(),
         "postgres_version": pg_version[0] if pg_version else None,

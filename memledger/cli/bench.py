@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import typer
 
@@ -28,10 +33,28 @@ def bench(
     wrote at the end (also on Ctrl-C). Against a Redis without AOF it needs
     MEMLEDGER_ALLOW_VOLATILE=1, like any other ledger writer.
     """
-    report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True)
+    with sigterm_interrupts():
+        report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True)
     console.print(render_table(report))
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
     if json_file is not None:
         write_json(report, json_file)
         console.print(f"figures written to {json_file}")
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Treat SIGTERM (a CI timeout, `kill`) like Ctrl-C, so the bench namespace is still removed."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
