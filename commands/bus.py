@@ -77,7 +77,7 @@ class CommandBus:
             except CommandError as e:
                 outcomes[index] = e
         accepted = self._rate_limit(accepted, outcomes)
-        appends = [self._prepare(command) for _, command in accepted]
+        appends = [self.prepare(command) for _, command in accepted]
         for (index, _), outcome in zip(accepted, self.log.append_many(appends) if appends else []):
             outcomes[index] = outcome
         return [o for o in outcomes if o is not None]
@@ -104,7 +104,8 @@ class CommandBus:
                     f"org {command.org_id!r} is over its rate limit; retry in {retry_after:.3f}s", retry_after)
         return passed
 
-    def _prepare(self, command: Command) -> Append:
+    def prepare(self, command: Command) -> Append:
+        """Decide and encode a valid command for the append script (no I/O)."""
         decision: Decision = decide(command, self.clock(), uuid7)
         partition = partition_for(command.org_id, command.agent_id, self.log.partitions)
         idem = None

@@ -18,7 +18,7 @@ def encode(event: Event) -> bytes:
     `subject_version` is left out: the append script assigns it atomically and stores
     it beside the body (field `v`), so a body can be encoded before the version is known.
     """
-    return orjson.dumps(event.model_dump(mode="json", exclude={"subject_version"}))
+    return event.__pydantic_serializer__.to_json(event, exclude={"subject_version"}, serialize_as_any=True)
 
 
 def decode_body(body: bytes | str, subject_version: int) -> Event:

@@ -115,6 +115,16 @@ class SessionTranscriptPurged(Payload):
     retention_days: int
 
 
+class SessionRetryRequested(Payload):
+    """A failed session is to be processed again (the worker re-reads the ingest event)."""
+
+    type_name = "SessionRetryRequested"
+
+    ingest_event_id: UUID  # the SessionIngested event to extract from
+    ingest_stream_id: str  # its stream entry id (same partition as the session)
+    reason: str | None = None
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     cls.type_name: cls
     for cls in (
@@ -129,6 +139,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         SessionSummarized,
         SessionExtractionFailed,
         SessionTranscriptPurged,
+        SessionRetryRequested,
     )
 }
 

@@ -111,8 +111,9 @@ class RedisEventLog:
         args: list[Any] = [self.idempotency_ttl, len(items)]
         for item in items:
             keys.append(item.idempotency_key or subjects)
+            idem = item.idempotency_key is not None
             args += [item.subject_field, item.expected_version, item.mode,
-                     1 if item.idempotency_key else 0, ",".join(item.event_ids), len(item.bodies)]
+                     1 if idem else 0, ",".join(item.event_ids) if idem else "", len(item.bodies)]
             args += item.bodies
         return keys, args
 
@@ -120,9 +121,11 @@ class RedisEventLog:
     def _outcome(partition: int, item: Append, answer: list[bytes]) -> Outcome:
         status = _text(answer[0])
         subject = item.subject_field.split("/", 3)[-1]
-        if status in ("ok", "dup"):
+        if status == "ok":
+            return Receipt(partition, _text(answer[1]), int(answer[2]), item.event_ids)
+        if status == "dup":
             ids = tuple(_text(answer[3]).split(",")) if answer[3] else ()
-            return Receipt(partition, _text(answer[1]), int(answer[2]), ids, duplicate=status == "dup")
+            return Receipt(partition, _text(answer[1]), int(answer[2]), ids, duplicate=True)
         current = int(answer[1])
         if status == "conflict":
             return VersionConflict(

@@ -43,10 +43,23 @@ class LuaScript:
         return replies
 
     def _send(self, calls: Sequence[Call], which: list[int], replies: list[Any]) -> list[Any]:
-        with self.client.pipeline(transaction=False) as pipe:
+        # A pipeline written call by call rather than packed whole first: the server runs
+        # call k while the client is still packing call k+1 (the batch is one round trip
+        # either way). Replies are read in order; a reply error stays in its slot.
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
             for i in which:
                 keys, args = calls[i]
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
-            for i, reply in zip(which, pipe.execute(raise_on_error=False)):
-                replies[i] = reply
+                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            for i in which:
+                try:
+                    replies[i] = conn.read_response()
+                except redis.ResponseError as e:
+                    replies[i] = e
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never hand this connection out again
+            raise
+        finally:
+            pool.release(conn)
         return replies

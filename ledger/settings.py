@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +29,22 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=300, ge=1)
     projector_batch: int = Field(default=1000, ge=1, le=50_000)
     lease_ttl_ms: int = Field(default=5000, ge=200)
+    # Redis read models (projections/redis/).
+    trending_retention_hours: int = Field(default=720, ge=0)  # hourly buckets kept this long; 0: forever
+    feed_length: int = Field(default=100, ge=1, le=10_000)  # activity entries kept per agent
+    # Background processing (workers/): extraction, retries, expiry and retention.
+    extractor: Literal["keywords", "llm"] = "keywords"
+    llm_url: str | None = None  # an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    retention_days: int = Field(default=30, ge=0, le=36_500)  # raw transcripts older than this are purged
+    maintenance_interval_s: float = Field(default=60.0, gt=0)  # how often expiry and retention run
+    worker_max_retries: int = Field(default=5, ge=0, le=100)
+    worker_min_backoff_ms: int = Field(default=1000, ge=1)
+    worker_max_backoff_ms: int = Field(default=300_000, ge=1)
+    worker_heartbeat_timeout_ms: int = Field(default=15_000, ge=1000)  # a silent consumer's messages go back
+    worker_maintenance_chance: int = Field(default=10_000, ge=1, le=1_000_000)  # per million broker calls
 
     @property
     def db_schema(self) -> str:

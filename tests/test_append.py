@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from commands import CommandBus, open_bus
+from commands import CommandBus, StoreMemory, open_bus
 from ledger import Receipt, RecordedEvent, Settings, open_log
 from ledger.errors import ConfigurationError, SubjectExists, UnknownSubject, VersionConflict
 from ledger.partitions import Keys, partition_for
@@ -190,3 +190,13 @@ def test_check_layout_refuses_another_partition_count(settings: Settings) -> Non
 
     with pytest.raises(ConfigurationError, match=f"created with 4 partitions, not 8; set MEMLEDGER_PARTITIONS=4"):
         open_log(settings.model_copy(update={"partitions": 8}))
+
+
+def test_append_survives_a_flushed_script_cache(settings: Settings) -> None:
+    # A Redis restart or SCRIPT FLUSH empties the script cache; NOSCRIPT calls did nothing,
+    # so the script is loaded and exactly those calls are sent again.
+    bus = open_bus(settings)
+    bus.log.client.script_flush()
+    receipts = bus.send_many([StoreMemory(org_id="acme", agent_id=f"a{i}", content="x") for i in range(10)])
+    assert all(not isinstance(r, Exception) for r in receipts)
+    assert sum(bus.log.length(p) for p in range(settings.partitions)) == 10

@@ -9,14 +9,15 @@
 -- ARGV[1]    idempotency window in seconds
 -- ARGV[2]    n, the number of commands; then, per command, in order:
 --              subject field, expected version (-1: any), mode, has idempotency key (0|1),
---              event ids (comma-joined), k (number of events), and k event bodies.
+--              event ids (comma-joined; only stored with an idempotency key, else ""),
+--              k (number of events), and k event bodies.
 --            mode: create (subject must be absent; bumps the version)
 --                  change (must exist and not have ended; bumps)
 --                  end    (as change, then marks the subject ended)
 --                  touch  (must exist and not have ended; leaves the version as it is)
 --
 -- Returns one reply per command:
---   {"ok", last stream id, version, event ids}   appended
+--   {"ok", last stream id, version}              appended (the caller knows its event ids)
 --   {"dup", stream id, version, event ids}       idempotent retry: the original receipt
 --   {"conflict", current version} | {"exists", current version}
 --   {"unknown", "0"} | {"ended", current version}   nothing appended
@@ -70,7 +71,7 @@ for i = 1, n do
       if has_idem == '1' then
         redis.call('SET', idem, sid .. '|' .. version .. '|' .. ids, 'EX', ttl)
       end
-      out[i] = {'ok', sid, tostring(version), ids}
+      out[i] = {'ok', sid, version}
     end
   end
 end
