@@ -55,7 +55,7 @@ def test_tiny_run_measures_every_figure_and_leaves_nothing(settings: Settings, r
     saved = orjson.loads((tmp_path / "bench.json").read_bytes())
     assert {"figures", "machine", "args", "dataset", "namespace", "started_at", "duration_s", "failed"} <= set(saved)
     assert {"cpu_count", "platform", "python", "redis_version", "postgres_version", "timestamp"} <= set(saved["machine"])
-    assert saved["args"] == {"events": 300, "repeat": 2, "seed": 7, "partitions": settings.partitions}
+    assert saved["args"] == {"events": 300, "repeat": 2, "seed": 7, "partitions": settings.partitions, "query_rows": None}
     first = saved["figures"][0]
     assert {"name", "value", "unit", "target", "baseline", "ratio", "passed", "samples"} <= set(first)
     # ... and nothing of the run remains

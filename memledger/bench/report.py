@@ -34,10 +34,16 @@ def resolve(figures: Sequence[Figure]) -> tuple[Result, ...]:
     results = []
     for figure in figures:
         base = by_name.get(figure.baseline) if figure.baseline else None
-        ratio = figure.value / base.value if base and base.unit == figure.unit and base.value else None
+        ratio = figure.value / base.value if base and _comparable(base.unit, figure.unit) and base.value else None
         passed = figure.target.met(figure.value, ratio) if figure.target else None
         results.append(Result(figure, ratio, passed))
     return tuple(results)
+
+
+def _comparable(a: str, b: str) -> bool:
+    # Rates of items compare across item kinds: a projector's events/s against the COPY
+    # of the rows those events become (rows/s).
+    return a == b or (a.endswith("/s") and b.endswith("/s"))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ __all__ = ["MODULES", "measurements", "run_benchmark"]
 
 # Modules whose measurements the benchmark runs, in this order (raw limits first, since
 # other figures are ratios against them). Later figures are added by appending here.
-MODULES = ["memledger.bench.raw", "memledger.bench.ledger_bench"]
+MODULES = ["memledger.bench.raw", "memledger.bench.ledger_bench", "memledger.bench.projections_bench"]
 
 
 def measurements() -> list[Measurement]:
@@ -39,7 +39,8 @@ def measurements() -> list[Measurement]:
 
 def run_benchmark(settings: Settings, events: int = 20_000, repeat: int = 5, seed: int = 0,
                   progress: bool = True, only: Sequence[Measurement] | None = None,
-                  namespace: str | None = None, console: Console | None = None) -> BenchReport:
+                  namespace: str | None = None, console: Console | None = None,
+                  query_rows: int | None = None) -> BenchReport:
     """Measure raw limits and ledger figures on the configured servers, in a namespace of its own.
 
     Each figure is the median of `repeat` timed repetitions after one warm-up. The
@@ -56,9 +57,11 @@ def run_benchmark(settings: Settings, events: int = 20_000, repeat: int = 5, see
         data = build_dataset(seed, events, config.partitions)
         advance("done")
         ctx = BenchContext(config, sandbox.redis, sandbox.pg, sandbox.database_url, data, repeat, rep)
+        ctx.shared["query_rows"] = query_rows
         figures = run_measurements(ctx, chosen)
         machine = machine_info(sandbox)
-    args = {"events": events, "repeat": repeat, "seed": seed, "partitions": config.partitions}
+    args = {"events": events, "repeat": repeat, "seed": seed, "partitions": config.partitions,
+            "query_rows": query_rows}
     return BenchReport(resolve(figures), args, machine, dataset_info(data), config.namespace,
                        started.isoformat(), time.perf_counter() - clock)
 

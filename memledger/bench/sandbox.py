@@ -85,7 +85,11 @@ def drop_namespace(settings: Settings) -> None:
     finally:
         client.close()
     with connect_pg(database_url(settings)) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(settings.db_schema)))
+        # The namespace's schema and the per-round schemas measurements derive from it.
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+                            (settings.db_schema, settings.db_schema.replace("_", "\\_") + "\\_%")).fetchall()
+        for (schema,) in rows:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import typer
 
 from ledger.errors import LedgerError
 
-from . import agents, analysts, bench, demo, logs, operators
+from . import agents, analysts, bench, demo, logs, operators, redis_models, replay, worker
 from .common import state
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="memory-ledger: an event-sourced memory store for AI agents.")
@@ -23,7 +23,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
     state.debug = debug
 
 
-for surface in (agents, logs, analysts, operators, demo, bench):
+for surface in (agents, logs, analysts, redis_models, operators, replay, demo, bench, worker):
     surface.register(app)
 
 

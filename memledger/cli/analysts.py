@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from projections import MemoryQuery, NotFound, open_memory_store
+from projections.redis import open_cached_store
 
 from .common import console, print_json, settings
 
@@ -51,14 +52,17 @@ def query_memories(
         raise typer.BadParameter("--order is recent or importance")
     q = MemoryQuery(org, agent, tuple(t.lower() for t in tag), "all" if all_tags else "any", min_importance,
                     since, until, text, order=order, limit=limit)  # type: ignore[arg-type]
-    store = open_memory_store(settings())
-    if as_of is not None:
-        if agent is None:
-            raise typer.BadParameter("--as-of needs --agent")
-        rows, cache = store.as_of(org, agent, as_of, q), "BYPASS"
-    else:
-        result = store.query(q)
-        rows, cache = result.rows, result.cache
+    if as_of is not None and agent is None:
+        raise typer.BadParameter("--as-of needs --agent")
+    store = open_cached_store(settings())  # repeated queries are served from the Redis cache
+    try:
+        if as_of is not None and agent is not None:
+            rows, cache = store.as_of(org, agent, as_of, q), "BYPASS"
+        else:
+            result = store.query(q)
+            rows, cache = result.rows, result.cache
+    finally:
+        store.close()
     if json:
         print_json({"cache": cache, "rows": rows})
     else:

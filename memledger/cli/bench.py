@@ -26,6 +26,9 @@ def bench(
     repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; plus one warm-up)."),
     json_file: Path | None = typer.Option(None, "--json", metavar="FILE", help="Also write the figures as JSON."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated data set."),
+    query_rows: int | None = typer.Option(None, "--query-rows", min=1,
+                                          help="Memories in the table the query latency is measured on "
+                                               "(default 5x --events, at most 100k; the target is stated at 1M)."),
 ) -> None:
     """Measure append throughput and latency against raw XADD/XRANGE/COPY limits.
 
@@ -34,7 +37,8 @@ def bench(
     MEMLEDGER_ALLOW_VOLATILE=1, like any other ledger writer.
     """
     with sigterm_interrupts():
-        report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True)
+        report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True,
+                               query_rows=query_rows)
     console.print(render_table(report))
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")

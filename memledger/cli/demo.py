@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
+
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
 from commands import open_bus
 from ledger import Settings, open_log
+from ledger.connections import connect_redis
 from ledger.errors import CommandError, DurabilityError
 from ledger.log import Receipt
 from memledger.demo import demo_commands
 from projections import PROJECTIONS, MemoryQuery, open_memory_store, run_projection
 from projections.postgres import migrate as migrations
+from projections.redis import Analytics, Trending, open_cached_store
 
 from .analysts import memories_table
 from .common import console, settings
+from .redis_models import analytics_table, trending_tables
+
+
+DEMO_WINDOW_HOURS = 30 * 24  # the trending window: the demo's events are stamped when first sent
 
 
 def _demo_settings() -> Settings:
@@ -62,6 +71,7 @@ def _show(s: Settings) -> None:
     console.print(stats)
     q = MemoryQuery("acme", tags=("billing", "pricing"), min_importance=0.5, order="importance", limit=8)
     console.print(memories_table(store.query(q).rows, "acme: billing or pricing, importance >= 0.5"))
+    _show_cache(s, q)
     reviewed = store.query(MemoryQuery("acme", agent_id="support-bot", tags=("reviewed",), limit=1)).rows
     if reviewed:
         memory_id = reviewed[0]["memory_id"]
@@ -71,6 +81,28 @@ def _show(s: Settings) -> None:
                             str(h.event.data.model_dump(exclude_defaults=True))[:70])
         console.print(history)
     store.close()
+    _show_redis_models(s)
+
+
+def _show_cache(s: Settings, q: MemoryQuery) -> None:
+    """The same query twice through the Redis query cache: the second is a HIT."""
+    store = open_cached_store(s)
+    for attempt in ("first", "again"):
+        started = time.perf_counter()
+        result = store.query(q)
+        console.print(f"query cache, {attempt}: cache: {result.cache}, {len(result.rows)} rows in "
+                      f"{(time.perf_counter() - started) * 1000:.2f} ms")
+    store.close()
+
+
+def _show_redis_models(s: Settings) -> None:
+    client = connect_redis(s)
+    report = Trending(client, s.namespace, s.partitions).top("acme", hours=DEMO_WINDOW_HOURS, top=5)
+    for table in trending_tables(report, {}):
+        console.print(table)
+    today = datetime.now(timezone.utc).date()
+    console.print(analytics_table(Analytics(client, s.namespace, s.partitions).report("acme", today - timedelta(days=6), today)))
+    client.close()
 
 
 def demo() -> None:

@@ -21,6 +21,7 @@ from ledger.durability import Persistence, read_persistence
 from ledger.errors import StoreUnavailable
 from ledger.events import PAYLOADS, Payload, stream_id_key
 from ledger.partitions import partition_for
+from projections.redis.cache import cache_stats
 
 from .common import console, print_json, settings
 
@@ -290,6 +291,7 @@ def ledger_info(log: RedisEventLog, allow_volatile: bool) -> dict[str, Any]:
         "redis_version": server.get("redis_version"),
         "persistence": persistence_json(read_persistence(log.client)),
         "allow_volatile": allow_volatile,
+        "query_cache": cache_stats(log.client, log.keys.namespace),
     }
 
 
@@ -302,9 +304,17 @@ def durability_mark(persistence: dict[str, Any], allow_volatile: bool) -> str:
     return f"[bold red]NOT durable[/] ({persistence['description']}; {why})"
 
 
+def cache_line(stats: dict[str, int]) -> str:
+    """Hits and misses of the query cache (`memledger query memories`), over every org."""
+    lookups = stats["hits"] + stats["misses"]
+    rate = f", {100 * stats['hits'] / lookups:.1f}% hit rate" if lookups else ""
+    return f"{stats['hits']} hits, {stats['misses']} misses{rate}"
+
+
 def print_info(report: dict[str, Any]) -> None:
     for label, value in (("namespace", report["namespace"]), ("redis", report["redis_version"]),
-                         ("persistence", durability_mark(report["persistence"], report["allow_volatile"]))):
+                         ("persistence", durability_mark(report["persistence"], report["allow_volatile"])),
+                         ("query cache", cache_line(report["query_cache"]))):
         console.print(f"{label:<12} {value}", highlight=False, soft_wrap=True)
     table = Table("partition", "events", "head", title=f"{report['partition_count']} partitions")
     for row in report["partitions"]:

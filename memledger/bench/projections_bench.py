@@ -1,0 +1,242 @@
+"""The read side's figures: projector throughput, write-to-queryable lag, query latency.
+
+The data set is appended once to streams of its own inside the bench namespace
+(`{<ns>:proj:pN}`), then each round projects it into a fresh schema
+(`<schema>_<round>`), so every round does the same work from an empty read model.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from commands import CommandBus, StoreMemory
+from ledger import RedisEventLog
+from ledger.events import stream_id_key
+from ledger.log import Receipt
+from projections import MemoryQuery, Projector, ProjectorOptions
+from projections.postgres import migrate
+from projections.postgres.archive import ArchiveProjection
+from projections.postgres.base import PostgresProjection
+from projections.postgres.memories import MemoriesProjection
+from projections.query import MemoryStore
+
+from .figures import Figure, Target, latency_figures, throughput
+from .ledger_bench import BATCH, accepted
+from .raw import RAW_COPY
+from .registry import BenchContext, Stopwatch, measurement
+
+GROUP = "projections"
+PROJECTOR_MEMORIES = "projector memories"
+PROJECTOR_ARCHIVE = "projector archive"
+LAG = "write-to-queryable lag"
+QUERY = "query memories, uncached"
+LAG_RATE = 2_000  # events/s offered while measuring lag
+LAG_SECONDS = 3.0
+QUERIES = 300
+DEFAULT_QUERY_ROWS = 100_000
+
+MEMORIES_TARGETS = (Target(">= 25k events/s", 25_000, "min"), Target(">= 0.3x PG COPY", 0.3, "min", on="ratio"))
+LAG_TARGETS = {99: Target("< 100 ms", 100.0, "max")}
+QUERY_TARGETS = {50: Target("< 10 ms (at 1M rows)", 10.0, "max")}
+
+
+def projection_log(ctx: BenchContext) -> RedisEventLog:
+    """The data set appended once, as the ledger writes it; reused by every measurement here."""
+    if "projection_log" not in ctx.shared:
+        log = RedisEventLog(ctx.redis, f"{ctx.settings.namespace}:proj", ctx.settings.partitions)
+        bus = CommandBus(log)
+        models = ctx.data.models("proj")
+        for i in range(0, len(models), BATCH):
+            accepted(bus.send_many(models[i:i + BATCH]))
+        ctx.shared["projection_log"] = log
+    log_: RedisEventLog = ctx.shared["projection_log"]
+    return log_
+
+
+def _fresh_schema(ctx: BenchContext, suffix: str) -> str:
+    schema = f"{ctx.schema}_{suffix}"
+    migrate.upgrade(ctx.settings, schema=schema)
+    return schema
+
+
+def _drop_schema(ctx: BenchContext, schema: str) -> None:
+    ctx.pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _project_once(ctx: BenchContext, kind: type[PostgresProjection], index: int) -> float:
+    log = projection_log(ctx)
+    schema = _fresh_schema(ctx, f"{kind.name}{index}")
+    projection = kind(ctx.database_url, schema)
+    try:
+        with Stopwatch() as watch:
+            stats = Projector(log, projection, None, ProjectorOptions(batch=ctx.settings.projector_batch)).run(
+                until_caught_up=True)
+    finally:
+        projection.close()
+        _drop_schema(ctx, schema)
+    if stats.applied != len(ctx.data):
+        raise AssertionError(f"{kind.name}: applied {stats.applied} events, expected {len(ctx.data)}")
+    return watch.seconds
+
+
+@measurement(PROJECTOR_MEMORIES)
+def measure_memories_projector(ctx: BenchContext) -> Sequence[Figure]:
+    seconds = ctx.rounds(PROJECTOR_MEMORIES, lambda i: _project_once(ctx, MemoriesProjection, i))
+    note = f"batches of {ctx.settings.projector_batch}, from an empty read model"
+    by_rate = throughput(PROJECTOR_MEMORIES, GROUP, len(ctx.data), seconds, target=MEMORIES_TARGETS[0],
+                         baseline=RAW_COPY, note=note)
+    by_ratio = throughput(f"{PROJECTOR_MEMORIES} vs COPY", GROUP, len(ctx.data), seconds,
+                          target=MEMORIES_TARGETS[1], baseline=RAW_COPY, note="same rounds, ratio target")
+    return [by_rate, by_ratio]
+
+
+@measurement(PROJECTOR_ARCHIVE)
+def measure_archive_projector(ctx: BenchContext) -> Sequence[Figure]:
+    seconds = ctx.rounds(PROJECTOR_ARCHIVE, lambda i: _project_once(ctx, ArchiveProjection, i))
+    return [throughput(PROJECTOR_ARCHIVE, GROUP, len(ctx.data), seconds, baseline=RAW_COPY,
+                       note="every event body into event_archive")]
+
+
+def _projector_process(redis_url: str, db_url: str, namespace: str, partitions: int, schema: str,
+                       stop: Any) -> None:
+    """A projector in a process of its own, as in production (no GIL shared with the sender)."""
+    import redis
+
+    log = RedisEventLog(redis.Redis.from_url(redis_url), namespace, partitions)
+    projection = MemoriesProjection(db_url, schema)
+    flag = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), flag.set()), daemon=True).start()
+    Projector(log, projection, None, ProjectorOptions(block_ms=100)).run(flag)
+    projection.close()
+
+
+def _lag_once(ctx: BenchContext, index: int) -> list[float]:
+    """Offer LAG_RATE events/s for LAG_SECONDS; per event, seconds until its checkpoint passed it."""
+    namespace = f"{ctx.settings.namespace}:lag{index}"
+    schema = _fresh_schema(ctx, f"lag{index}")
+    stop = multiprocessing.get_context("fork").Event()
+    child = multiprocessing.get_context("fork").Process(
+        target=_projector_process,
+        args=(ctx.shared["redis_url"], ctx.database_url, namespace, ctx.settings.partitions, schema, stop))
+    child.start()
+    try:
+        return _offer_and_watch(ctx, RedisEventLog(ctx.redis, namespace, ctx.settings.partitions), schema, index)
+    finally:
+        stop.set()
+        child.join(30)
+        _drop_schema(ctx, schema)
+
+
+def _offer_and_watch(ctx: BenchContext, log: RedisEventLog, schema: str, index: int) -> list[float]:
+    bus = CommandBus(log)
+    pending: list[tuple[Receipt, float]] = []
+    lags: list[float] = []
+    lock, done = threading.Lock(), threading.Event()
+    watcher = threading.Thread(target=_watch, args=(ctx.database_url, schema, pending, lags, lock, done))
+    watcher.start()
+    seconds = min(LAG_SECONDS, len(ctx.data) / LAG_RATE)  # tiny data sets (CI smoke) offer less
+    total, interval, start = max(1, int(LAG_RATE * seconds)), 1.0 / LAG_RATE, time.perf_counter()
+    for i in range(total):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        receipt = bus.send(StoreMemory(org_id=f"org{i % 4}", agent_id=f"agent{i % 6}", memory_id=f"lag{index}-{i}",
+                                       content=f"steady load event {i}", tags=("lag",)))
+        with lock:
+            pending.append((receipt, time.perf_counter()))
+    done.set()
+    watcher.join(60)
+    if len(lags) != total:
+        raise AssertionError(f"{LAG}: {len(lags)} of {total} events became queryable")
+    return lags
+
+
+def _watch(db_url: str, schema: str, pending: list[tuple[Receipt, float]], lags: list[float],
+           lock: threading.Lock, done: threading.Event) -> None:
+    """Poll the checkpoints every millisecond; an event is queryable once its partition's passed it."""
+    with psycopg.connect(db_url, autocommit=True, options=f"-c search_path={schema}") as conn:
+        deadline = None
+        while True:
+            rows = conn.execute("SELECT partition, stream_id FROM projection_checkpoints").fetchall()
+            now = time.perf_counter()
+            applied = {int(p): stream_id_key(s) for p, s in rows}
+            with lock:
+                still = [(r, t) for r, t in pending if applied.get(r.partition, (0, 0)) < stream_id_key(r.stream_id)]
+                lags.extend(now - t for r, t in pending if (r, t) not in still)
+                pending[:] = still
+            if done.is_set():
+                deadline = deadline or now + 30
+                if not pending or now > deadline:
+                    return
+            time.sleep(0.001)
+
+
+@measurement(LAG)
+def measure_lag(ctx: BenchContext) -> Sequence[Figure]:
+    from ledger.connections import redis_url
+
+    ctx.shared["redis_url"] = redis_url(ctx.settings)
+    rounds = ctx.rounds(f"{LAG} at {LAG_RATE}/s", lambda i: _lag_once(ctx, i))
+    return latency_figures(LAG, GROUP, rounds, LAG_TARGETS)
+
+
+def _fill(ctx: BenchContext, schema: str, rows: int) -> None:
+    """`rows` synthetic memories over 4 orgs x 6 agents, straight into the table (set-based)."""
+    ctx.pg.execute(sql.SQL("""
+        INSERT INTO {}.memories (org_id, agent_id, memory_id, content, memory_type, tags, importance, metadata,
+                                 created_at, updated_at, version, recall_count)
+        SELECT 'org' || (g %% 4), 'agent' || (g %% 6), 'q' || g,
+               (ARRAY['likes green tea','flies to Lisbon in May','prefers short answers','works on billing',
+                      'allergic to peanuts','daughter starts school'])[1 + g %% 6] || ' note ' || g,
+               'note', ARRAY[(ARRAY['work','travel','billing','health','family'])[1 + g %% 5],
+                             (ARRAY['urgent','later','meeting'])[1 + g %% 3]],
+               (g %% 100) / 100.0, '{{}}'::jsonb,
+               timestamptz '2026-01-01' + g * interval '1 second', timestamptz '2026-01-01' + g * interval '1 second',
+               1, 0
+        FROM generate_series(1, %s) AS g""").format(sql.Identifier(schema)), (rows,))
+    ctx.pg.execute(sql.SQL("ANALYZE {}.memories").format(sql.Identifier(schema)))
+
+
+def _queries(seed: int) -> list[MemoryQuery]:
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(QUERIES):
+        out.append(MemoryQuery(
+            f"org{rnd.randrange(4)}", agent_id=rnd.choice([None, f"agent{rnd.randrange(6)}"]),
+            tags=tuple(rnd.sample(["work", "travel", "billing", "urgent"], rnd.randrange(3))),
+            match=rnd.choice(["any", "all"]), min_importance=rnd.choice([None, 0.5]),
+            text=rnd.choice([None, None, "tea", "billing"]), order=rnd.choice(["recent", "importance"]), limit=20))
+    return out
+
+
+@measurement(QUERY)
+def measure_query(ctx: BenchContext) -> Sequence[Figure]:
+    rows = int(ctx.shared.get("query_rows") or min(DEFAULT_QUERY_ROWS, 5 * len(ctx.data)))
+    schema = _fresh_schema(ctx, "query")
+    advance = ctx.reporter.task(f"filling {rows:,} memories", 1)
+    _fill(ctx, schema, rows)
+    advance("done")
+    store = MemoryStore(ctx.database_url, schema)
+    queries = _queries(ctx.data.seed)
+    try:
+        def once(_: int) -> list[float]:
+            durations = []
+            for q in queries:
+                start = time.perf_counter()
+                store.query(q)
+                durations.append(time.perf_counter() - start)
+            return durations
+
+        rounds = ctx.rounds(f"{QUERY} ({rows:,} rows)", once)
+    finally:
+        store.close()
+        _drop_schema(ctx, schema)
+    return latency_figures(f"{QUERY} ({rows:,} rows)", GROUP, rounds, QUERY_TARGETS if rows >= 1_000_000 else None)

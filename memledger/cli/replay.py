@@ -1,0 +1,277 @@
+"""Operators' `memledger replay ...` (rebuild, verify, status, dead letters) and `memledger ledger trim`.
+
+A thin layer over `replay`: options in, a progress bar while it works, a table or JSON out.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+import replay
+from projections.registry import PROJECTIONS
+
+from .common import console, print_json, settings
+
+EXIT_DIFFERENT = 9  # `replay verify`: the live read model differs from a rebuild
+EXIT_CANCELLED = 130  # Ctrl-C
+
+replay_app = typer.Typer(no_args_is_help=True, help="Rebuild, verify and inspect the read models.")
+ledger_app = typer.Typer(no_args_is_help=True, help="Maintain the ledger itself.")
+
+NameArg = Annotated[str, typer.Argument(help=f"The projection: one of {', '.join(PROJECTIONS)}.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BatchOpt = Annotated[int, typer.Option("--batch", min=1, max=50_000, help="Events per transaction.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(replay_app, name="replay")
+    app.add_typer(ledger_app, name="ledger")
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+@contextmanager
+def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[replay.Progress], None]]:
+    """A bar showing events applied, events/s, the position reached and the ETA."""
+    if quiet:
+        yield lambda p: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]:>9} ev/s"), TextColumn("{task.fields[position]}"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+    started = time.monotonic()
+    with bar:
+        task = bar.add_task(label, total=None, rate="-", position="")
+
+        def update(p: replay.Progress) -> None:
+            rate = p.applied / max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=p.applied, total=max(p.total, p.applied), description=f"{label} ({p.phase})",
+                       rate=f"{rate:,.0f}", position=f"p{p.partition} {p.position}")
+
+        yield update
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM cancels like Ctrl-C: the batch in flight rolls back, the live model is untouched."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cancelled(name: str, what: str) -> typer.Exit:
+    console.print(f"cancelled: the live {name!r} read model is untouched; {what}")
+    return typer.Exit(EXIT_CANCELLED)
+
+
+# -- replay rebuild ----------------------------------------------------------------------
+
+
+@replay_app.command("rebuild")
+def rebuild(
+    name: NameArg,
+    partition: Annotated[list[int] | None, typer.Option(
+        "--partition", "-p", help="Only advance the shadow for this partition (repeatable); no swap.")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Replay only events appended up to this ISO 8601 time; no swap.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Replay only up to this stream id; no swap.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before swapping.")] = False,
+    batch: BatchOpt = 5000,
+    json: JsonOpt = False,
+) -> None:
+    """Rebuild a read model from the archive plus the stream into a shadow, catch up, swap it in.
+
+    Queries keep reading the old version until the swap. Resumable: after a crash or
+    Ctrl-C, run the same command again. With --partition, --until or --to it only
+    advances the shadow; a later plain `replay rebuild NAME` finishes and swaps.
+    """
+    s = settings()
+    bound = replay.parse_bound(until, to)
+    plan = replay.plan_rebuild(s, name, partition, bound)
+    if dry_run or not json:
+        _show_plan(plan, json)
+    if dry_run:
+        return
+    if plan.swap and not yes:
+        typer.confirm(f"Swap the rebuilt {name!r} in for the live one when done?", abort=True)
+    try:
+        with sigterm_interrupts(), progress_bar(f"rebuild {name}", quiet=json) as report:
+            result = replay.rebuild(s, name, partition, bound, batch, report)
+    except KeyboardInterrupt:
+        raise _cancelled(name, f"run the same command to resume from {plan.shadow}, or "
+                               f"`memledger replay discard {name}` to drop it") from None
+    if json:
+        print_json({**asdict(result), "rate": result.rate})
+        return
+    done = "swapped in; the live projector continues from there" if result.swapped else \
+        f"left in {plan.shadow}; run `memledger replay rebuild {name}` to finish and swap"
+    console.print(f"{name}: applied {result.applied:,} events in {result.seconds:.1f}s "
+                  f"({result.rate:,.0f} events/s); {done}")
+
+
+def _show_plan(plan: replay.RebuildPlan, json: bool) -> None:
+    if json:
+        print_json(asdict(plan))
+        return
+    table = Table("partition", "resume after", "events to replay (est.)", title=(
+        f"rebuild {plan.projection} into {plan.shadow}" + (" (resuming)" if plan.resuming else "")
+        + (f", up to {plan.bound}" if plan.bound else "") + ("" if plan.swap else ", no swap")))
+    for p in plan.partitions:
+        table.add_row(str(p.partition), p.start, f"{p.estimate:,}")
+    console.print(table)
+
+
+# -- replay verify -----------------------------------------------------------------------
+
+
+@replay_app.command("verify")
+def verify(
+    name: NameArg,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the rebuilt shadow for inspection.")] = False,
+    batch: BatchOpt = 5000,
+    json: JsonOpt = False,
+) -> None:
+    """Rebuild into a shadow of its own and compare with the live read model; exit 9 when they differ."""
+    try:
+        with sigterm_interrupts(), progress_bar(f"verify {name}", quiet=json) as report:
+            result = replay.verify(settings(), name, batch, report, keep)
+    except KeyboardInterrupt:
+        raise _cancelled(name, "nothing was compared") from None
+    if json:
+        print_json(asdict(result))
+    elif result.agree:
+        sizes = ", ".join(f"{part} {digest.split(':')[0]} rows" for part, digest in result.live.items())
+        console.print(f"{name}: the live read model equals a rebuild from history ({sizes})")
+    else:
+        console.print(f"{name}: the live read model DIFFERS from a rebuild from history at "
+                      f"{dict(sorted(result.checkpoints.items()))}:")
+        for line in result.differences:
+            console.print(f"  {line}")
+    if not result.agree:
+        raise typer.Exit(EXIT_DIFFERENT)
+
+
+# -- replay status / discard -------------------------------------------------------------
+
+
+@replay_app.command("status")
+def status(
+    projection: Annotated[list[str] | None, typer.Option("--projection", help="Only this projection.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Per projection and partition: checkpoint, head, lag, schema version, state, dead letters."""
+    rows = replay.status(settings(), projection)
+    if json:
+        print_json([asdict(r) for r in rows])
+        return
+    table = Table("projection", "partition", "checkpoint", "head", "lag", "lag ms", "version", "state",
+                  "dead letters")
+    for r in rows:
+        version = f"{r.version if r.version is not None else '-'}" + (
+            "" if r.version in (None, r.code_version) else f" (code: {r.code_version})")
+        state = r.state + (f" (shadow at {r.shadow_checkpoint})" if r.shadow_checkpoint else "")
+        table.add_row(r.projection, str(r.partition), r.checkpoint, r.head or "-", str(r.lag), str(r.lag_ms),
+                      version, state, str(r.dead_letters))
+    console.print(table)
+
+
+@replay_app.command("discard")
+def discard(name: NameArg) -> None:
+    """Drop a rebuild's shadow (the live read model is not touched)."""
+    target = replay.open_target(settings(), name)
+    try:
+        existed = target.shadow_exists()
+        target.drop_shadow()
+    finally:
+        target.close()
+    console.print(f"{name}: " + ("dropped " + target.shadow_label if existed else "no rebuild shadow to drop"))
+
+
+# -- replay dead-letters -----------------------------------------------------------------
+
+
+@replay_app.command("dead-letters")
+def dead_letters(
+    projection: Annotated[str | None, typer.Option("--projection", help="Only this projection.")] = None,
+    letter: Annotated[list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")] = None,
+    redrive: Annotated[bool, typer.Option("--redrive", help="Re-apply the open dead letters.")] = False,
+    include_resolved: Annotated[bool, typer.Option("--all", help="Also list re-driven ones.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """List dead-lettered events; with --redrive, re-apply them (refused when out of order)."""
+    if redrive:
+        outcomes = replay.redrive(settings(), projection, letter)
+        _print_letters([o.letter for o in outcomes], json, outcomes)
+        if any(o.outcome != "redriven" for o in outcomes):
+            raise typer.Exit(1)
+        return
+    _print_letters(replay.list_dead_letters(settings(), projection, include_resolved, letter), json, [])
+
+
+def _print_letters(letters: list[replay.DeadLetter], json: bool, outcomes: list[replay.RedriveOutcome]) -> None:
+    """`outcomes`, when re-driving, is parallel to `letters`."""
+    paired: list[replay.RedriveOutcome | None] = list(outcomes) or [None] * len(letters)
+    if json:
+        print_json([{**asdict(d), **({"outcome": o.outcome, "detail": o.detail} if o else {})}
+                    for d, o in zip(letters, paired)])
+        return
+    table = Table("id", "projection", "position", "event", "error", "attempts", "failed at",
+                  "outcome" if outcomes else "re-driven at")
+    for d, o in zip(letters, paired):
+        last: Any = (f"{o.outcome}: {o.detail}" if o else
+                     f"{d.redriven_at:%Y-%m-%d %H:%M:%S}" if d.redriven_at else "-")
+        table.add_row("-" if d.id is None else str(d.id), d.projection, f"{d.partition}/{d.stream_id}",
+                      f"{d.event_type or '?'} {d.event_id or ''}", d.error[:80], str(d.attempts),
+                      f"{d.failed_at:%Y-%m-%d %H:%M:%S}" if d.failed_at else "-", last)
+    console.print(table if letters else "no dead letters")
+
+
+# -- ledger trim -------------------------------------------------------------------------
+
+
+@ledger_app.command("trim")
+def trim(
+    older_than: Annotated[float, typer.Option("--older-than", min=0, metavar="DAYS",
+                                              help="Trim entries older than this many days.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the trim points; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Trim the streams below what the archive and every projection have checkpointed (never by length)."""
+    s = settings()
+    points = replay.plan_trim(s, older_than)
+    if dry_run or (not yes and not json):
+        _print_trim(points, json)
+    if dry_run:
+        return
+    if not yes:
+        typer.confirm("Trim these partitions? (the archive keeps the history)", abort=True)
+    done = replay.trim(s, older_than)
+    _print_trim(done, json)
+
+
+def _print_trim(points: list[replay.TrimPoint], json: bool) -> None:
+    if json:
+        print_json([asdict(p) for p in points])
+        return
+    table = Table("partition", "trim below", "limited by", "removed", "trimmed through")
+    for p in points:
+        table.add_row(str(p.partition), p.min_id or "-", p.held_by, str(p.removed), p.trimmed_through or "-")
+    console.print(table)
