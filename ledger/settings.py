@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     worker_max_backoff_ms: int = Field(default=300_000, ge=1)
     worker_heartbeat_timeout_ms: int = Field(default=15_000, ge=1000)  # a silent consumer's messages go back
     worker_maintenance_chance: int = Field(default=10_000, ge=1, le=1_000_000)  # per million broker calls
+    worker_poll_ms: int = Field(default=100, ge=5, le=60_000)  # longest idle wait between queue polls
 
     @property
     def db_schema(self) -> str:

@@ -10,14 +10,24 @@ from ledger.settings import Settings
 from .base import Projection
 from .postgres.archive import ArchiveProjection
 from .postgres.memories import MemoriesProjection
+from .redis import REDIS_PROJECTIONS, attach_query_cache, redis_factory
 
 Factory = Callable[[Settings, str], Projection]
 
 # name -> factory(settings, schema-or-key-version). Later read models register here.
 PROJECTIONS: dict[str, Factory] = {
     "archive": lambda s, schema: ArchiveProjection(database_url(s), schema),
-    "memories": lambda s, schema: MemoriesProjection(database_url(s), schema),
+    "memories": lambda s, schema: _memories(s, schema),
+    # Redis read models: `target` is a key label; the default (the schema name) is the live one.
+    **{cls.name: redis_factory(cls) for cls in REDIS_PROJECTIONS},
 }
+
+
+def _memories(settings: Settings, schema: str) -> MemoriesProjection:
+    projection = MemoriesProjection(database_url(settings), schema)
+    if schema == settings.db_schema:  # the live tables: their commits invalidate the query cache
+        attach_query_cache(projection, settings, schema)
+    return projection
 
 
 def open_projection(name: str, settings: Settings, target: str | None = None) -> Projection:

@@ -27,7 +27,8 @@ __all__ = ["MODULES", "measurements", "run_benchmark"]
 
 # Modules whose measurements the benchmark runs, in this order (raw limits first, since
 # other figures are ratios against them). Later figures are added by appending here.
-MODULES = ["memledger.bench.raw", "memledger.bench.ledger_bench", "memledger.bench.projections_bench"]
+MODULES = ["memledger.bench.raw", "memledger.bench.ledger_bench", "memledger.bench.projections_bench",
+           "memledger.bench.redis_models"]
 
 
 def measurements() -> list[Measurement]:

@@ -15,13 +15,13 @@ from ledger.connections import connect_redis
 from ledger.errors import CommandError, DurabilityError
 from ledger.log import Receipt
 from memledger.demo import demo_commands
-from projections import PROJECTIONS, MemoryQuery, open_memory_store, run_projection
+from projections import PROJECTIONS, MemoryQuery, MemoryStore, open_memory_store, run_projection
 from projections.postgres import migrate as migrations
 from projections.redis import Analytics, Trending, open_cached_store
 
 from .analysts import memories_table
 from .common import console, settings
-from .redis_models import analytics_table, trending_tables
+from .redis_models import analytics_table, memory_contents, trending_tables
 
 
 DEMO_WINDOW_HOURS = 30 * 24  # the trending window: the demo's events are stamped when first sent
@@ -80,14 +80,14 @@ def _show(s: Settings) -> None:
             history.add_row(str(h.event.subject_version), h.event.type,
                             str(h.event.data.model_dump(exclude_defaults=True))[:70])
         console.print(history)
+    _show_redis_models(s, store)
     store.close()
-    _show_redis_models(s)
 
 
 def _show_cache(s: Settings, q: MemoryQuery) -> None:
     """The same query twice through the Redis query cache: the second is a HIT."""
     store = open_cached_store(s)
-    for attempt in ("first", "again"):
+    for attempt in ("once", "again"):
         started = time.perf_counter()
         result = store.query(q)
         console.print(f"query cache, {attempt}: cache: {result.cache}, {len(result.rows)} rows in "
@@ -95,10 +95,10 @@ def _show_cache(s: Settings, q: MemoryQuery) -> None:
     store.close()
 
 
-def _show_redis_models(s: Settings) -> None:
+def _show_redis_models(s: Settings, store: MemoryStore) -> None:
     client = connect_redis(s)
     report = Trending(client, s.namespace, s.partitions).top("acme", hours=DEMO_WINDOW_HOURS, top=5)
-    for table in trending_tables(report, {}):
+    for table in trending_tables(report, memory_contents(store, report)):
         console.print(table)
     today = datetime.now(timezone.utc).date()
     console.print(analytics_table(Analytics(client, s.namespace, s.partitions).report("acme", today - timedelta(days=6), today)))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ledger.connections import connect_redis
 from ledger.errors import LedgerError
-from projections import NotFound, open_memory_store
+from projections import MemoryStore, NotFound, open_memory_store
 from projections.redis import ActivityFeed, Analytics, AnalyticsReport, Trending, TrendingReport, watch as watch_org
 
 from .common import console, print_json, settings
@@ -40,30 +40,29 @@ def parse_day(value: str | None, option: str, default: date) -> date:
 # -- trending ------------------------------------------------------------------------------
 
 
-def _contents(org: str, report: TrendingReport) -> dict[tuple[str, str], str]:
-    """The memories' content, from the PostgreSQL read model (best effort: ids otherwise)."""
+def memory_contents(store: MemoryStore, report: TrendingReport) -> dict[tuple[str, str], str]:
+    """The ranked memories' content, from the PostgreSQL read model."""
     found: dict[tuple[str, str], str] = {}
-    try:
-        store = open_memory_store(settings())
-    except LedgerError:
-        return found
-    try:
-        for m in report.memories:
-            try:
-                found[(m.agent_id, m.memory_id)] = store.get(org, m.memory_id, m.agent_id)["content"]
-            except NotFound:
-                pass
-    finally:
-        store.close()
+    for m in report.memories:
+        try:
+            found[(m.agent_id, m.memory_id)] = store.get(report.org_id, m.memory_id, m.agent_id)["content"]
+        except NotFound:
+            pass  # forgotten since: the ranking is eventually consistent with the memories table
     return found
 
 
+def _span(report: TrendingReport) -> str:
+    hours = report.hours
+    return f"last {hours // 24} days" if hours % 24 == 0 and hours > 24 else f"last {hours}h"
+
+
 def trending_tables(report: TrendingReport, contents: dict[tuple[str, str], str]) -> tuple[Table, Table]:
-    span = f"{report.org_id}, {report.hours}h to {report.until:%Y-%m-%d %H:00} UTC"
-    tags = Table("tag", "score", title=f"Trending tags ({span})")
+    caption = f"window ends {report.until:%Y-%m-%d %H:%M} UTC"
+    tags = Table("tag", "score", title=f"Trending tags in {report.org_id} ({_span(report)})")
     for tag, score in report.tags:
         tags.add_row(tag, str(score))
-    memories = Table("agent", "memory", "recalls", "content", title=f"Most recalled memories ({span})")
+    memories = Table("agent", "memory", "recalls", "content", caption=caption,
+                     title=f"Most recalled memories in {report.org_id} ({_span(report)})")
     for m in report.memories:
         memories.add_row(m.agent_id, m.memory_id, str(m.score), contents.get((m.agent_id, m.memory_id), ""))
     return tags, memories
@@ -78,15 +77,23 @@ def trending(
 ) -> None:
     """Trending tags and most-recalled memories of an org over a time window."""
     end = until.replace(tzinfo=until.tzinfo or timezone.utc) if until else None
-    s = settings()
+    s, hours = settings(), parse_window(window)
     try:
-        report = Trending(connect_redis(s), s.namespace, s.partitions).top(org, parse_window(window), top, end)
+        with connect_redis(s) as client:
+            report = Trending(client, s.namespace, s.partitions).top(org, hours, top, end)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--window") from None
     if json:
         print_json(report.as_json())
         return
-    for table in trending_tables(report, _contents(org, report)):
+    try:
+        store = open_memory_store(s)
+    except LedgerError:
+        contents = {}  # the ranking still shows, by id
+    else:
+        contents = memory_contents(store, report)
+        store.close()
+    for table in trending_tables(report, contents):
         console.print(table)
 
 
@@ -115,7 +122,8 @@ def analytics(
     since = parse_day(first, "--from", to - timedelta(days=6))
     s = settings()
     try:
-        report = Analytics(connect_redis(s), s.namespace, s.partitions).report(org, since, to)
+        with connect_redis(s) as client:
+            report = Analytics(client, s.namespace, s.partitions).report(org, since, to)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--from") from None
     if json:
@@ -142,11 +150,20 @@ def feed(
 ) -> None:
     """An agent's recent activity, newest first (the feed keeps the last MEMLEDGER_FEED_LENGTH)."""
     s = settings()
-    entries = ActivityFeed(connect_redis(s), s.namespace, s.partitions).recent(org, agent, limit)
+    with connect_redis(s) as client:
+        entries = ActivityFeed(client, s.namespace, s.partitions).recent(org, agent, limit)
     if json:
         print_json(entries)
     else:
         console.print(feed_table(org, agent, entries))
+
+
+def print_event(event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(event)
+    else:
+        console.print(f"{event['at'][:19].replace('T', ' ')}  {event['type']:<22} "
+                      f"{event['agent']}/{event['subject']}  {event['summary']}", highlight=False, markup=False)
 
 
 def watch(
@@ -161,15 +178,12 @@ def watch(
     if not json:
         console.print(f"watching {org} (events appear as `memledger up` projects them; Ctrl-C stops)", style="dim")
     try:
-        for event in watch_org(connect_redis(s), s.namespace, org, stop):
-            if json:
-                print_json(event)
-            else:
-                console.print(f"{event['at'][:19].replace('T', ' ')}  {event['type']:<22} "
-                              f"{event['agent']}/{event['subject']}  {event['summary']}", highlight=False, markup=False)
-            seen += 1
-            if count is not None and seen >= count:
-                stop.set()
+        with connect_redis(s) as client:
+            for event in watch_org(client, s.namespace, org, stop):
+                print_event(event, json)
+                seen += 1
+                if count is not None and seen >= count:
+                    stop.set()
     except KeyboardInterrupt:
         return
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Protocol
 
 import psycopg
 
@@ -20,9 +21,23 @@ RETURNING 1
 """
 
 
-def connect(conninfo: str, schema: str, autocommit: bool = False) -> psycopg.Connection:
+class CommitHook(Protocol):
+    """Work tied to the commit of a batch (the query cache's invalidation: projections.redis.cache).
+
+    `before_commit` runs inside the batch's transaction, after its rows are written (and
+    its checkpoint row locked); raising rolls the batch back. `after_commit` runs once
+    the transaction is over, committed or not (also when the batch was fenced out).
+    """
+
+    def before_commit(self, projection: object, partition: int, events: Sequence[RecordedEvent]) -> None: ...
+
+    def after_commit(self, projection: object, partition: int, events: Sequence[RecordedEvent]) -> None: ...
+
+
+def connect(conninfo: str, schema: str, autocommit: bool = False, synchronous: bool = True) -> psycopg.Connection:
+    options = f"-c search_path={schema}" + ("" if synchronous else " -c synchronous_commit=off")
     try:
-        return psycopg.connect(conninfo, autocommit=autocommit, options=f"-c search_path={schema}")
+        return psycopg.connect(conninfo, autocommit=autocommit, options=options)
     except psycopg.OperationalError as e:
         raise StoreUnavailable(f"PostgreSQL is unreachable: {e}") from e
 
@@ -33,10 +48,16 @@ class PostgresProjection(ABC):
     name: str = ""
     version: int = 1
     tables: tuple[str, ...] = ()  # the tables this projection owns (a rebuild swaps exactly these)
+    # False lets a projection commit asynchronously (no fsync per batch): a PostgreSQL crash
+    # may then lose its last few batches, rows and checkpoint together, and they are
+    # re-applied from the ledger. Never for the archive: streams are trimmed below its
+    # checkpoint, so a lost archive commit would lose events.
+    durable_commit: bool = True
 
     def __init__(self, conninfo: str, schema: str):
         self.conninfo, self.schema = conninfo, schema
-        self.conn = connect(conninfo, schema)
+        self.commit_hooks: list[CommitHook] = []
+        self.conn = connect(conninfo, schema, synchronous=self.durable_commit)
         self.prepare(self.conn)
 
     def prepare(self, conn: psycopg.Connection) -> None:
@@ -44,7 +65,7 @@ class PostgresProjection(ABC):
 
     def reconnect(self) -> None:
         self.close()
-        self.conn = connect(self.conninfo, self.schema)
+        self.conn = connect(self.conninfo, self.schema, synchronous=self.durable_commit)
         self.prepare(self.conn)
 
     def close(self) -> None:
@@ -85,9 +106,15 @@ class PostgresProjection(ABC):
             raise FencedOut(f"{self.name} partition {partition} moved past {after}")
 
     def apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            self._advance(cur, partition, after, events[-1].position.stream_id)
-            self.write(cur, events)
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                self._advance(cur, partition, after, events[-1].position.stream_id)
+                self.write(cur, events)
+                for hook in self.commit_hooks:
+                    hook.before_commit(self, partition, events)
+        finally:
+            for hook in self.commit_hooks:
+                hook.after_commit(self, partition, events)
 
     @abstractmethod
     def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:

@@ -39,8 +39,13 @@ class MemoriesProjection(PostgresProjection):
     name = "memories"
     version = 1
     tables = ("memories", "tag_stats", "agent_stats", "sessions")
+    durable_commit = False  # derived data, re-applied from the ledger after a database crash
+    # The memory rows the last batch changed, as (org, agent, tags before and after): what
+    # the query cache's commit hook invalidates (projections.redis.cache).
+    touched: list[tuple[str, str, frozenset[str]]] = []
 
     def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
+        self.touched = []
         memory = [r.event for r in events if r.event.type in MEMORY_EVENTS]
         session = [r.event for r in events if r.event.type in SESSION_EVENTS]
         deltas: dict[tuple[str, str], AgentDelta] = defaultdict(AgentDelta)
@@ -67,6 +72,8 @@ class MemoriesProjection(PostgresProjection):
                     [v for v in changed.values() if v is not None])
         _delete(cur, [k for k, v in changed.items() if v is None and k in before])
         _write_tag_stats(cur, _tag_deltas(before, changed))
+        self.touched = [(k[0], k[1], frozenset(before[k].tags if k in before else ()) | frozenset(v.tags if v else ()))
+                        for k, v in changed.items()]
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -114,7 +121,7 @@ def _load(cur: psycopg.Cursor, table: str, columns: list[str], id_column: str, k
     orgs, agents, ids = (list(x) for x in zip(*keys))
     cur.execute(
         f"SELECT {', '.join(columns)} FROM {table} WHERE (org_id, agent_id, {id_column}) IN "
-        "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])) FOR UPDATE", (orgs, agents, ids))
+        "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))", (orgs, agents, ids))
     out = {}
     for values in cur.fetchall():
         row = dict(zip(columns, values))
