@@ -9,17 +9,23 @@ from .bus import CommandBus, Unauthorized, parse
 from .decide import Decision, SubjectState, check, decide, fold
 from .models import (
     Command,
+    ExpireMemory,
     ForgetMemory,
     IngestSession,
+    MarkSessionFailed,
+    PurgeTranscript,
     RecordRecall,
+    RetrySession,
     StoreMemory,
+    SummarizeSession,
     TagMemory,
     UntagMemory,
     UpdateMemory,
 )
 
-__all__ = ["Command", "CommandBus", "Decision", "ForgetMemory", "IngestSession", "RecordRecall",
-           "StoreMemory", "SubjectState", "TagMemory", "Unauthorized", "UntagMemory", "UpdateMemory",
+__all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", "IngestSession",
+           "MarkSessionFailed", "PurgeTranscript", "RecordRecall", "RetrySession", "StoreMemory",
+           "SubjectState", "SummarizeSession", "TagMemory", "Unauthorized", "UntagMemory", "UpdateMemory",
            "check", "decide", "fold", "open_bus", "parse"]
 
 

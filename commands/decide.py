@@ -19,10 +19,15 @@ from ledger.errors import CommandError, SubjectExists, SubjectForgotten, Unknown
 
 from .models import (
     Command,
+    ExpireMemory,
     ForgetMemory,
     IngestSession,
+    MarkSessionFailed,
+    PurgeTranscript,
     RecordRecall,
+    RetrySession,
     StoreMemory,
+    SummarizeSession,
     TagMemory,
     UntagMemory,
     UpdateMemory,
@@ -70,6 +75,27 @@ def _payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:
         case IngestSession():
             return "s", command.session_id, "create", ev.SessionIngested(
                 transcript=command.transcript, user_id=command.user_id, metadata=command.metadata)
+        case ExpireMemory():
+            return "m", command.memory_id, "end", ev.MemoryExpired(expires_at=command.expires_at)
+    return _session_payload(command)
+
+
+def _session_payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:
+    """The background-processing commands: each changes an existing session."""
+    match command:
+        case SummarizeSession():
+            return "s", command.session_id, "change", ev.SessionSummarized(
+                summary=command.summary, memory_ids=command.memory_ids, extractor=command.extractor)
+        case MarkSessionFailed():
+            return "s", command.session_id, "change", ev.SessionExtractionFailed(
+                error=command.error, attempts=command.attempts)
+        case RetrySession():
+            return "s", command.session_id, "change", ev.SessionRetryRequested(
+                ingest_event_id=command.ingest_event_id, ingest_stream_id=command.ingest_stream_id,
+                reason=command.reason)
+        case PurgeTranscript():
+            return "s", command.session_id, "change", ev.SessionTranscriptPurged(
+                retention_days=command.retention_days)
     raise TypeError(f"no handler for {type(command).__name__}")
 
 

@@ -144,8 +144,54 @@ class IngestSession(Command):
         return self
 
 
+class SummarizeSession(Command):
+    """The worker's result for a session: its summary and the memories extracted from it."""
+
+    type: Literal["SummarizeSession"] = "SummarizeSession"
+    session_id: Id
+    summary: Content
+    memory_ids: Annotated[tuple[Id, ...], Field(max_length=1000)] = ()
+    extractor: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "keywords"
+
+
+class MarkSessionFailed(Command):
+    """Extraction of a session kept failing; `error` says why (shown by `memledger worker status`)."""
+
+    type: Literal["MarkSessionFailed"] = "MarkSessionFailed"
+    session_id: Id
+    error: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    attempts: Annotated[int, Field(ge=1)]
+
+
+class RetrySession(Command):
+    """Process a (failed) session again, from its SessionIngested event."""
+
+    type: Literal["RetrySession"] = "RetrySession"
+    session_id: Id
+    ingest_event_id: UUID
+    ingest_stream_id: Annotated[str, StringConstraints(pattern=r"^[0-9]+-[0-9]+$")]
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class ExpireMemory(Command):
+    """End a memory whose `expires_at` has passed (sent by the periodic expiry job)."""
+
+    type: Literal["ExpireMemory"] = "ExpireMemory"
+    memory_id: Id
+    expires_at: Timestamp
+
+
+class PurgeTranscript(Command):
+    """Drop a session's raw transcript from the read models (retention); the log keeps it."""
+
+    type: Literal["PurgeTranscript"] = "PurgeTranscript"
+    session_id: Id
+    retention_days: Annotated[int, Field(ge=0, le=36_500)]
+
+
 AnyCommand = Annotated[
-    Union[StoreMemory, UpdateMemory, TagMemory, UntagMemory, ForgetMemory, RecordRecall, IngestSession],
+    Union[StoreMemory, UpdateMemory, TagMemory, UntagMemory, ForgetMemory, RecordRecall, IngestSession,
+          SummarizeSession, MarkSessionFailed, RetrySession, ExpireMemory, PurgeTranscript],
     Field(discriminator="type"),
 ]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
 def _worker_default(ctx: typer.Context) -> None:
     """Without a sub-command: `worker run` with its defaults."""
     if ctx.invoked_subcommand is None:
-        worker_run()
+        worker_run(processes=1, threads=2, no_enqueuer=False, no_maintenance=False)
 
 
 @worker_app.command("run")
@@ -263,9 +263,10 @@ def query_hierarchy(
     console.print(table)
 
 
-def _content(row: dict[str, Any]) -> str:
+def _content(row: dict[str, Any], width: int = 120) -> str:
     if row["level"] != "raw":
-        return str(row["content"])
+        text = str(row["content"])
+        return text if len(text) <= width else text[: width - 1] + "…"
     if row["transcript"] is None:
         return f"[transcript purged] {row['status']}"
     return f"{len(row['transcript'])} messages, {row['status']}"

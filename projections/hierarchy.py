@@ -1,0 +1,130 @@
+"""The memory hierarchy of the read model: session (raw) -> summary -> discrete memories.
+
+Levels:
+    raw       a session's transcript, from the `sessions` table (None once purged by retention)
+    summary   memories of type `summary` (one per processed session)
+    discrete  every other memory type: fact, preference, decision, note
+
+A discrete memory's parent is its `metadata.parent_id` (the summary it was extracted
+with), else its session; a summary's parent is its session; a session has none. So
+memories stored directly by agents (no session) are discrete roots.
+
+`hierarchy()` is the flat, filtered query (level, session, agent, time range, limit;
+newest first); `session_tree()` is one session with everything under it. Both read only
+the read model, so they are as fresh as the memories projector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ledger.errors import LedgerError
+
+Level = Literal["raw", "summary", "discrete"]
+LEVELS: tuple[Level, ...] = ("raw", "summary", "discrete")
+DISCRETE_TYPES = ("fact", "preference", "decision", "note")
+
+
+class SessionNotFound(LedgerError):
+    """No such session in this org."""
+
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class HierarchyQuery:
+    """Filters of `query hierarchy`; `org_id` is required."""
+
+    org_id: str
+    levels: tuple[Level, ...] = LEVELS
+    session_id: str | None = None
+    agent_id: str | None = None
+    since: datetime | None = None  # on the node's time: ingested_at (raw), created_at (memories)
+    until: datetime | None = None
+    limit: int = 100
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """One UNION ALL over the requested levels (pure: no connection needed)."""
+        parts: list[str] = []
+        args: list[Any] = []
+        for level in LEVELS:
+            if level in self.levels:
+                part, part_args = self._part(level)
+                parts.append(part)
+                args += part_args
+        if not parts:
+            raise ValueError("ask for at least one level: raw, summary or discrete")
+        args.append(self.limit)
+        return (f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS nodes "
+                "ORDER BY at DESC, session_id NULLS LAST, rank, node_id LIMIT %s"), args
+
+    def _part(self, level: Level) -> tuple[str, list[Any]]:
+        if level == "raw":
+            select = ("SELECT 'raw' AS level, 0 AS rank, session_id AS node_id, NULL::text AS parent_id, session_id,"
+                      " agent_id, 'transcript' AS memory_type, summary AS content, transcript, status,"
+                      " ingested_at AS at, transcript_purged_at FROM sessions")
+            time_column = "ingested_at"
+        else:
+            parent = "session_id" if level == "summary" else "COALESCE(metadata->>'parent_id', session_id)"
+            select = (f"SELECT '{level}' AS level, {1 if level == 'summary' else 2} AS rank, memory_id AS node_id,"
+                      f" {parent} AS parent_id, session_id, agent_id, memory_type, content, NULL::jsonb AS transcript,"
+                      " NULL::text AS status, created_at AS at, NULL::timestamptz AS transcript_purged_at FROM memories")
+            time_column = "created_at"
+        where, args = ["org_id = %s"], list[Any]([self.org_id])
+        if level == "summary":
+            where.append("memory_type = 'summary'")
+        elif level == "discrete":
+            where.append("memory_type <> 'summary'")
+        for active, clause, value in ((self.session_id is not None, "session_id = %s", self.session_id),
+                                      (self.agent_id is not None, "agent_id = %s", self.agent_id),
+                                      (self.since is not None, f"{time_column} >= %s", self.since),
+                                      (self.until is not None, f"{time_column} < %s", self.until)):
+            if active:
+                where.append(clause)
+                args.append(value)
+        return f"({select} WHERE {' AND '.join(where)})", args
+
+
+def hierarchy(conn: psycopg.Connection[Any], q: HierarchyQuery) -> list[dict[str, Any]]:
+    """Nodes of the hierarchy matching `q`, newest first (raw before summary before discrete)."""
+    sql, args = q.sql()
+    return conn.cursor(row_factory=dict_row).execute(sql, args).fetchall()
+
+
+@dataclass
+class SessionTree:
+    session: dict[str, Any]
+    summary: list[dict[str, Any]] = field(default_factory=list)  # normally one
+    discrete: list[dict[str, Any]] = field(default_factory=list)
+
+
+def session_tree(conn: psycopg.Connection[Any], org_id: str, session_id: str,
+                 agent_id: str | None = None) -> SessionTree:
+    """One session: its row (transcript, status, summary, error) and the memories under it."""
+    cur = conn.cursor(row_factory=dict_row)
+    sql, args = "SELECT * FROM sessions WHERE org_id = %s AND session_id = %s", [org_id, session_id]
+    if agent_id is not None:
+        sql, args = sql + " AND agent_id = %s", args + [agent_id]
+    rows = cur.execute(sql + " LIMIT 2", args).fetchall()
+    if not rows:
+        raise SessionNotFound(f"no session {session_id!r} in org {org_id!r} (is the memories projector running?)")
+    if len(rows) > 1:
+        raise LedgerError(f"session id {session_id!r} is used by several agents of {org_id!r}; name the agent")
+    session = rows[0]
+    memories = cur.execute(
+        "SELECT memory_id, memory_type, content, tags, importance, metadata, created_at, version FROM memories"
+        " WHERE org_id = %s AND agent_id = %s AND session_id = %s"
+        " ORDER BY CASE WHEN metadata->>'index' ~ '^[0-9]{1,9}$' THEN (metadata->>'index')::int END NULLS LAST,"
+        " created_at, memory_id",
+        (org_id, session["agent_id"], session_id)).fetchall()
+    return SessionTree(session, [m for m in memories if m["memory_type"] == "summary"],
+                       [m for m in memories if m["memory_type"] != "summary"])
+
+
+__all__ = ["DISCRETE_TYPES", "LEVELS", "HierarchyQuery", "Level", "SessionNotFound", "SessionTree", "hierarchy",
+           "session_tree"]

@@ -1,0 +1,83 @@
+"""The enqueuer: a consumer of the ledger, with its own checkpoint, that turns
+SessionIngested and SessionRetryRequested events into dramatiq messages.
+
+It is a `Projection` (see projections/base.py) run by the ordinary projector runtime,
+so it gets leases, batching, retries across outages and dead letters for free. Its
+"read model" is the dramatiq queue; its checkpoint is a row of `projection_checkpoints`.
+
+Exactly once in effect: a batch's messages are enqueued inside the PostgreSQL
+transaction that compare-and-sets the checkpoint, before it commits. A crash after the
+enqueue and before the commit re-enqueues that batch on restart; a stale enqueuer that
+lost its lease is fenced by the CAS (it may have enqueued a duplicate first). Either way
+a duplicate message is harmless, because processing a session is idempotent (see
+`workers.process`). Never the other way round: committing first could lose a session.
+
+It is deliberately not in `projections.registry.PROJECTIONS`: a replay or rebuild must
+never re-run extraction, and the registry is what `replay` rebuilds. `memledger worker`
+runs it next to the dramatiq workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import psycopg
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from ledger import open_log
+from ledger.connections import database_url
+from ledger.errors import StoreUnavailable
+from ledger.events import RecordedEvent
+from ledger.settings import Settings
+from projections.lease import Leases
+from projections.postgres.base import PostgresProjection
+from projections.runtime import Projector, ProjectorOptions, RunStats
+
+from .broker import make_broker
+from .jobs import job_for
+
+NAME = "session_enqueuer"
+
+
+class SessionEnqueuer(PostgresProjection):
+    name = NAME
+    version = 1
+    tables = ()
+
+    def __init__(self, conninfo: str, schema: str, broker: RedisBroker):
+        self.broker = broker
+        self.enqueued = 0
+        super().__init__(conninfo, schema)
+
+    def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
+        # Runs inside the checkpoint's transaction: if enqueueing fails, nothing commits.
+        try:
+            for record in events:
+                job = job_for(record)
+                if job is not None:
+                    self.broker.enqueue(job.message())
+                    self.enqueued += 1
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise StoreUnavailable(f"{NAME}: Redis is unreachable while enqueueing: {e}") from e
+
+
+def open_enqueuer(settings: Settings, broker: RedisBroker | None = None) -> SessionEnqueuer:
+    return SessionEnqueuer(database_url(settings), settings.db_schema, broker or make_broker(settings))
+
+
+def run_enqueuer(settings: Settings, stop: threading.Event | None = None, until_caught_up: bool = False,
+                 on_batch: Callable[[RunStats], None] | None = None, block_ms: int = 250) -> RunStats:
+    """Enqueue sessions as they are ingested, over every partition whose lease this process takes."""
+    log = open_log(settings)
+    enqueuer = open_enqueuer(settings)
+    leases = Leases(log.client, log.keys, NAME, settings.lease_ttl_ms)
+    options = ProjectorOptions(batch=settings.projector_batch, lease_ttl_ms=settings.lease_ttl_ms, block_ms=block_ms)
+    try:
+        return Projector(log, enqueuer, leases, options).run(stop, until_caught_up, on_batch)
+    finally:
+        enqueuer.close()
+
+
+__all__ = ["NAME", "SessionEnqueuer", "open_enqueuer", "run_enqueuer"]

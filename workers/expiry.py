@@ -1,0 +1,116 @@
+"""Expiry and retention: periodic jobs that turn the passing of time into events.
+
+Time is read here, and only here: a job picks what is due by the wall clock, and what it
+decided travels as commands through the command bus and lands in the log as events
+(MemoryExpired, SessionTranscriptPurged). Projections read only those events, so a replay
+reproduces the read model without a clock.
+
+The read model is only a hint of what is due; the commands make it safe:
+- ExpireMemory carries `expected_version` = the version the job saw and the idempotency
+  key `expire/<memory id>/v<version>`: if the memory changed since (its expiry moved, it
+  was forgotten) the append is rejected and the next round looks again; two schedulers
+  running the same round append once.
+- PurgeTranscript has the idempotency key `purge/<session id>`.
+
+Each round walks the due rows once, in keyset pages, and does not loop until the read
+model catches up (it would find its own, not yet projected, work again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from commands.bus import CommandBus
+from commands.models import Command, ExpireMemory, PurgeTranscript
+from ledger.errors import RateLimited
+from ledger.log import Outcome, Receipt
+
+PAGE = 500
+ACTOR = "worker/maintenance"
+
+
+@dataclass
+class MaintenanceReport:
+    expired: int = 0  # ExpireMemory appended
+    purged: int = 0  # PurgeTranscript appended
+    duplicates: int = 0  # already done by an earlier round
+    skipped: int = 0  # rejected: changed since the read model saw it; looked at again next round
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, outcomes: list[Outcome], kind: str) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, Receipt) and outcome.duplicate:
+                self.duplicates += 1
+            elif isinstance(outcome, Receipt):
+                setattr(self, kind, getattr(self, kind) + 1)
+            elif isinstance(outcome, RateLimited):
+                self.errors.append(str(outcome))
+            else:
+                self.skipped += 1
+
+
+def _pages(conn: psycopg.Connection[Any], sql: str, args: tuple[Any, ...]) -> Iterator[list[tuple[Any, ...]]]:
+    """Keyset pagination: `sql` takes (*args, *last key, limit) and orders by its first four columns."""
+    last: tuple[Any, ...] = (datetime(1970, 1, 1, tzinfo=timezone.utc), "", "", "")
+    while True:
+        rows = conn.cursor(row_factory=tuple_row).execute(sql, (*args, *last, PAGE)).fetchall()
+        if not rows:
+            return
+        yield rows
+        last = tuple(rows[-1][:4])
+
+
+_DUE_MEMORIES = """
+SELECT expires_at, org_id, agent_id, memory_id, version FROM memories
+WHERE expires_at <= %s AND (expires_at, org_id, agent_id, memory_id) > (%s, %s, %s, %s)
+ORDER BY expires_at, org_id, agent_id, memory_id LIMIT %s
+"""
+
+_OLD_TRANSCRIPTS = """
+SELECT ingested_at, org_id, agent_id, session_id FROM sessions
+WHERE transcript IS NOT NULL AND ingested_at < %s AND (ingested_at, org_id, agent_id, session_id) > (%s, %s, %s, %s)
+ORDER BY ingested_at, org_id, agent_id, session_id LIMIT %s
+"""
+
+
+def expire_due(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime,
+               report: MaintenanceReport | None = None) -> MaintenanceReport:
+    """Expire every memory whose `expires_at` is at or before `now` (as the read model has it)."""
+    report = report or MaintenanceReport()
+    for rows in _pages(conn, _DUE_MEMORIES, (now,)):
+        commands: list[Command] = [
+            ExpireMemory(org_id=org, agent_id=agent, memory_id=memory, expires_at=expires, expected_version=version,
+                         idempotency_key=f"expire/{memory}/v{version}", actor=ACTOR)
+            for expires, org, agent, memory, version in rows]
+        report.add(bus.send_many(commands), "expired")
+    return report
+
+
+def purge_transcripts(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime, retention_days: int,
+                      report: MaintenanceReport | None = None) -> MaintenanceReport:
+    """Purge the raw transcripts of sessions ingested more than `retention_days` before `now`."""
+    report = report or MaintenanceReport()
+    for rows in _pages(conn, _OLD_TRANSCRIPTS, (now - timedelta(days=retention_days),)):
+        commands: list[Command] = [
+            PurgeTranscript(org_id=org, agent_id=agent, session_id=session, retention_days=retention_days,
+                            idempotency_key=f"purge/{session}", actor=ACTOR)
+            for _, org, agent, session in rows]
+        report.add(bus.send_many(commands), "purged")
+    return report
+
+
+def run_maintenance(bus: CommandBus, conn: psycopg.Connection[Any], retention_days: int,
+                    now: datetime | None = None) -> MaintenanceReport:
+    """One round of expiry and retention."""
+    now = now or datetime.now(timezone.utc)
+    report = expire_due(bus, conn, now)
+    return purge_transcripts(bus, conn, now, retention_days, report)
+
+
+__all__ = ["MaintenanceReport", "expire_due", "purge_transcripts", "run_maintenance"]

@@ -1,0 +1,173 @@
+"""Processing one job: read the ingest event from the log, extract, append the results.
+
+Exactly once in effect, never exactly once in delivery: a job may run twice (a
+redelivered message, a consumer killed after appending, a duplicate enqueue). Each run
+first asks the write side whether the session is already done (does its summary memory
+exist? see `workers.plan.summary_marker`) and then skips extraction; a run that races
+past that check appends the same ids under the same idempotency keys, so at worst it
+spends CPU. Extraction never runs on replay: replays read events, and the extracted
+memories already are events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+import orjson
+import psycopg
+
+from commands.bus import CommandBus
+from commands.models import Command, StoreMemory
+from ledger import events as ev
+from ledger.codec import decode_entry, from_dict
+from ledger.connections import database_url
+from ledger.errors import CommandError, LedgerError, RateLimited, SubjectExists, UnknownSubject
+from ledger.log import Outcome, Receipt
+from ledger.settings import Settings
+from projections.postgres.base import connect
+
+from .broker import WorkerKeys, count_day
+from .extract import Extractor
+from .jobs import Job
+from .plan import failure, plan, summary_marker
+
+Result = Literal["summarized", "duplicate", "skipped"]
+T = TypeVar("T")
+
+
+class PermanentFailure(LedgerError):
+    """The job can never succeed (its ingest event is gone or is not a session's); not retried."""
+
+
+class ArchiveReader:
+    """Per-thread PostgreSQL access for the worker: the event archive, once the stream is trimmed."""
+
+    def __init__(self, settings: Settings):
+        self.conninfo, self.schema = database_url(settings), settings.db_schema
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = connect(self.conninfo, self.schema, autocommit=True)
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
+
+    def _one(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+        try:
+            row: tuple[Any, ...] | None = self._conn().execute(sql, args).fetchone()
+            return row
+        except psycopg.OperationalError:
+            self._local.conn.close()
+            self._local.conn = None  # reconnect on the next call; this one is retried by dramatiq
+            raise
+
+    def archived(self, event_id: str) -> ev.Event | None:
+        row = self._one("SELECT subject_version, body::text FROM event_archive WHERE event_id = %s", (event_id,))
+        return None if row is None else from_dict(orjson.loads(row[1]), int(row[0]))
+
+
+@dataclass
+class SessionProcessor:
+    bus: CommandBus
+    extractor: Extractor
+    archive: ArchiveReader | None = None
+
+    def close(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
+
+    @property
+    def keys(self) -> WorkerKeys:
+        return WorkerKeys(self.bus.log.keys.namespace)
+
+    def process(self, job: Job) -> Result:
+        """Extract and append the session's memories and summary, unless that is already done."""
+        if self.already_summarized(job):
+            return "skipped"
+        ingest = self.ingest_event(job)
+        assert isinstance(ingest.data, ev.SessionIngested)  # checked by ingest_event
+        extraction = self.extractor.extract(ingest.data.transcript)
+        commands = plan(job, ingest, extraction, self.extractor.name)
+        summary = self._append(commands)
+        if summary.duplicate:
+            return "duplicate"
+        count_day(self.bus.log.client, self.keys, "processed")
+        return "summarized"
+
+    def fail(self, job: Job, error: str, attempts: int) -> bool:
+        """Mark the session failed for this trigger; False if that was already recorded."""
+        try:
+            receipt = self.bus.send(failure(job, error, attempts))
+        except UnknownSubject:
+            return False  # no such session: nothing to mark
+        if not receipt.duplicate:
+            count_day(self.bus.log.client, self.keys, "failed")
+        return not receipt.duplicate
+
+    def already_summarized(self, job: Job) -> bool:
+        log = self.bus.log
+        return bool(log.client.hexists(log.keys.subjects(job.partition), summary_marker(job)))
+
+    def ingest_event(self, job: Job) -> ev.Event:
+        """The job's SessionIngested event: from the stream, or the archive once trimmed."""
+        log = self.bus.log
+        entries = cast(list[Any], log.client.xrange(log.keys.stream(job.partition), job.ingest_stream_id,
+                                                    job.ingest_stream_id))
+        event = decode_entry(job.partition, *entries[0]).event if entries else None
+        if event is None and self.archive is not None:
+            event = self.archive.archived(job.ingest_event_id)
+        if event is None or str(event.event_id) != job.ingest_event_id:
+            raise PermanentFailure(f"session {job.session_id}: event {job.ingest_event_id} is not at "
+                                   f"{job.partition}/{job.ingest_stream_id} nor in the archive")
+        if not isinstance(event.data, ev.SessionIngested) or event.subject_id != job.session_id:
+            raise PermanentFailure(f"event {job.ingest_event_id} is a {event.type} of {event.subject_id}, "
+                                   f"not the ingest of session {job.session_id}")
+        return event
+
+    def _append(self, commands: list[Command]) -> Receipt:
+        """Append in one round trip; tolerate what a rerun meets. Returns SummarizeSession's receipt."""
+        outcomes = self.bus.send_many(commands)
+        for command, outcome in zip(commands, outcomes):
+            raise_unless_done(command, outcome)
+        first = outcomes[0]
+        assert isinstance(first, Receipt)
+        return first
+
+
+def within_rate(action: Callable[[], T], waits: int, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run `action`, waiting out the org's rate limit up to `waits` times before giving up.
+
+    Being rate-limited says nothing about the session, so it should not use up the retries
+    that mark a session failed; a rerun after a partial append is harmless (see workers.plan).
+    """
+    for _ in range(waits):
+        try:
+            return action()
+        except RateLimited as e:
+            sleep(min(e.retry_after, 5.0))
+    return action()
+
+
+def raise_unless_done(command: Command, outcome: Outcome) -> None:
+    """A stored memory that exists already (an earlier run, keys since expired) counts as done."""
+    if isinstance(outcome, SubjectExists) and isinstance(command, StoreMemory):
+        return
+    if isinstance(outcome, CommandError):
+        raise outcome
+
+
+__all__ = ["PermanentFailure", "ArchiveReader", "SessionProcessor", "raise_unless_done", "within_rate"]
