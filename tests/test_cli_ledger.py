@@ -350,3 +350,15 @@ def test_event_filter_time_bounds_map_to_stream_ids() -> None:
 def test_short_payload_is_cut() -> None:
     from ledger.events import MemoryStored
     assert short_payload(MemoryStored(content="x" * 200), width=20) == '{"content":"xxxxxxx…'
+
+
+def test_send_gives_an_ingested_session_its_queue_position(env: Env, settings: Settings) -> None:
+    from projections.postgres import migrate
+
+    migrate.upgrade(settings)
+    session = {"type": "IngestSession", "org_id": "acme", "agent_id": "a1",
+               "transcript": [{"role": "user", "content": "I prefer tea"}]}
+    result = run(env, "send", "--json", stdin=lines(session, session))
+    first, second = json_lines(result.output)
+    assert (first["ok"], first["queue_position"]) == (True, 0)
+    assert second["queue_position"] == 1  # the first is still ahead of it: no enqueuer runs

@@ -7,11 +7,15 @@ from itertools import islice
 from typing import Any
 
 import orjson
+import psycopg
 import typer
 
 from commands import CommandBus, open_bus
-from ledger.errors import CommandError, InvalidCommand, RateLimited, VersionConflict
+from ledger.connections import database_url
+from ledger.errors import CommandError, InvalidCommand, LedgerError, RateLimited, VersionConflict
 from ledger.log import Outcome, Receipt
+
+from projections.postgres.base import connect
 
 from .common import print_json, settings
 
@@ -37,11 +41,17 @@ def send(
     Exits 0 when every command was accepted (duplicates included), 2 when any was rejected.
     """
     bus = open_bus(settings())
+    positions = QueuePositions(bus)
     total = rejected = 0
     for batch in batches(read_commands(source), BATCH_SIZE):
+        kinds = {number: value.get("type") for number, value in batch if isinstance(value, dict)}
         for number, outcome in send_batch(bus, batch):
             total, rejected = total + 1, rejected + isinstance(outcome, CommandError)
-            emit(number, outcome, as_json)
+            extra = {}
+            if kinds.get(number) == "IngestSession" and isinstance(outcome, Receipt):
+                extra["queue_position"] = positions.of(outcome)
+            emit(number, outcome, as_json, extra)
+    positions.close()
     if not as_json:
         typer.echo(f"{total - rejected} accepted, {rejected} rejected", err=True)
     if rejected:
@@ -128,8 +138,37 @@ def outcome_text(number: int, outcome: Outcome) -> str:
     return f"line {number}: {outcome.code}: {outcome}"
 
 
-def emit(number: int, outcome: Outcome, as_json: bool) -> None:
+def emit(number: int, outcome: Outcome, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    extra = extra or {}
     if as_json:
-        print_json(outcome_json(number, outcome))
+        print_json({**outcome_json(number, outcome), **extra})
     else:
-        typer.echo(outcome_text(number, outcome))
+        typer.echo(outcome_text(number, outcome) + "".join(f" {k}={v}" for k, v in extra.items()))
+
+
+class QueuePositions:
+    """Where an ingested session stands in the processing queue (None when that cannot be told,
+    e.g. the read-model database is not migrated yet: the session is still in the ledger)."""
+
+    def __init__(self, bus: CommandBus):
+        self.bus, self.broken = bus, False
+        self.queue: Any = None
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def of(self, receipt: Receipt) -> int | None:
+        if self.broken:
+            return None
+        try:
+            if self.queue is None:
+                from workers.ingest import SessionQueue
+
+                self.conn = connect(database_url(settings()), settings().db_schema, autocommit=True)
+                self.queue = SessionQueue(self.bus, self.conn)
+            return int(self.queue.position(receipt))
+        except (psycopg.Error, LedgerError):
+            self.broken = True
+            return None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
