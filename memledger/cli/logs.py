@@ -264,13 +264,13 @@ def tail(partition: PartitionOpt = None, types: TypeOpt = None, org: OrgOpt = No
     # Heads are read first and bound both the backward read and the follow cursor, so an
     # event appended meanwhile is printed once: by the follow, not by both or neither.
     heads = {p: log.head(p) or "0-0" for p in select_partitions(log.partitions, partition, org, agent)}
-    print_records(newest(log, heads, filt, limit), as_json)
-    if follow_:
-        try:
+    try:  # Ctrl-C is how a tail ends, whenever it comes (even before the follow starts)
+        print_records(newest(log, heads, filt, limit), as_json)
+        if follow_:
             for record in follow(log, heads, filt):
                 print_live(record, as_json)
-        except KeyboardInterrupt:
-            return
+    except KeyboardInterrupt:
+        return
 
 
 # -- info ----------------------------------------------------------------------------
