@@ -15,12 +15,9 @@ import pytest
 from commands import open_bus
 from ledger import Settings, open_log
 from ledger.connections import database_url
-from projections import Projector
 from projections.postgres import migrate
-from projections.postgres.digest import digests
-from projections.postgres.memories import MemoriesProjection
 
-from workload import send_all, workload
+from workload import clean_digest, live_digest, send_all, workload
 
 
 def _env(settings: Settings, lease_ttl_ms: int) -> dict[str, str]:
@@ -34,21 +31,6 @@ def _projector(settings: Settings, *args: str, lease_ttl_ms: int = 500, errors: 
     return subprocess.Popen([sys.executable, "-m", "memledger", "projector", "run", "-p", "memories", *args],
                             env=_env(settings, lease_ttl_ms), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE if errors else subprocess.DEVNULL)
-
-
-def _live_digest(settings: Settings) -> dict[str, tuple[int, str]]:
-    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
-        return digests(conn, MemoriesProjection.tables)
-
-
-def _clean_digest(settings: Settings) -> dict[str, tuple[int, str]]:
-    schema = settings.db_schema + "_clean"
-    migrate.upgrade(settings, schema=schema)
-    projection = MemoriesProjection(database_url(settings), schema)
-    Projector(open_log(settings), projection, None).run(until_caught_up=True)
-    result = digests(projection.conn, MemoriesProjection.tables)
-    projection.close()
-    return result
 
 
 def _applied(settings: Settings) -> int:
@@ -76,7 +58,7 @@ def test_sigkill_at_random_points_leaves_tables_equal_to_a_clean_run(settings: S
     assert final.returncode == 0, err.decode()
     # Then kills landed mid-run (progress grew between them) and the tables equal a clean run's
     assert len(set(progress)) > 5, progress
-    assert _live_digest(settings) == _clean_digest(settings)
+    assert live_digest(settings) == clean_digest(settings)
 
 
 @pytest.mark.slow
@@ -100,4 +82,4 @@ def test_a_second_projector_takes_over_the_lease_of_a_killed_one(settings: Setti
     holder.wait()
     _, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0, err.decode()
-    assert _live_digest(settings) == _clean_digest(settings)
+    assert live_digest(settings) == clean_digest(settings)

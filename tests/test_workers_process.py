@@ -18,7 +18,7 @@ from dramatiq import Message as DramatiqMessage
 from typer.testing import CliRunner
 
 from commands import CommandBus, IngestSession, StoreMemory, open_bus
-from ledger import Settings, open_log
+from ledger import Settings
 from ledger import events as ev
 from ledger.connections import database_url
 from ledger.events import Message, RecordedEvent

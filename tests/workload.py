@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import psycopg
+
 from commands import (
     Command,
     ForgetMemory,
@@ -15,7 +17,13 @@ from commands import (
     UpdateMemory,
 )
 from commands.bus import CommandBus
+from ledger import Settings, open_log
+from ledger.connections import database_url
 from ledger.events import Message
+from projections import Projector
+from projections.postgres import migrate
+from projections.postgres.digest import digests
+from projections.postgres.memories import MemoriesProjection
 
 TAGS = ["food", "travel", "work", "health", "family", "music", "urgent", "billing"]
 
@@ -66,3 +74,20 @@ def send_all(bus: CommandBus, commands: list[Command], batch: int = 1000) -> int
     for i in range(0, len(commands), batch):
         accepted += sum(1 for o in bus.send_many(commands[i:i + batch]) if not isinstance(o, Exception))
     return accepted
+
+
+def live_digest(settings: Settings) -> dict[str, tuple[int, str]]:
+    """Digests of the namespace's memories tables as they are now."""
+    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+        return digests(conn, MemoriesProjection.tables)
+
+
+def clean_digest(settings: Settings) -> dict[str, tuple[int, str]]:
+    """Digests of the memories tables projected in one clean run into a scratch schema."""
+    schema = settings.db_schema + "_clean"
+    migrate.upgrade(settings, schema=schema)
+    projection = MemoriesProjection(database_url(settings), schema)
+    Projector(open_log(settings), projection, None).run(until_caught_up=True)
+    result = digests(projection.conn, MemoriesProjection.tables)
+    projection.close()
+    return result
