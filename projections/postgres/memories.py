@@ -26,13 +26,15 @@ SESSION_COLUMNS = [f.name for f in fields(SessionRow)]
 _ARRAYS = {"tags", "memory_ids"}
 
 
-def _upsert(table: str, columns: list[str], key: list[str]) -> str:
+def _insert(table: str, columns: list[str], key: list[str] | None = None) -> str:
     # Rows travel as one JSON array (orjson encodes the row dataclasses natively) and
     # PostgreSQL turns it into records: far cheaper than adapting each value in Python.
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
     cols = ", ".join(columns)
-    return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+    sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{table}, %s::json)"
+    if key is None:
+        return sql
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+    return f"{sql} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
 
 
 class MemoriesProjection(PostgresProjection):
@@ -68,8 +70,12 @@ class MemoriesProjection(PostgresProjection):
             after[key] = fold_memory(was, e)
             deltas[(e.org_id, e.agent_id)].count(e, was is not None, after[key] is not None)
         changed = {k: v for k, v in after.items() if v != before.get(k)}
+        # A memory first stored in this batch has no row yet (the append script refuses a
+        # second store of an id): a plain insert, cheaper than the upsert the others need.
+        _write_rows(cur, "memories", MEMORY_COLUMNS, None,
+                    [v for k, v in changed.items() if v is not None and k not in before])
         _write_rows(cur, "memories", MEMORY_COLUMNS, ["org_id", "agent_id", "memory_id"],
-                    [v for v in changed.values() if v is not None])
+                    [v for k, v in changed.items() if v is not None and k in before])
         _delete(cur, [k for k, v in changed.items() if v is None and k in before])
         _write_tag_stats(cur, _tag_deltas(before, changed))
         self.touched = [(k[0], k[1], frozenset(before[k].tags if k in before else ()) | frozenset(v.tags if v else ()))
@@ -133,9 +139,10 @@ def _load(cur: psycopg.Cursor, table: str, columns: list[str], id_column: str, k
     return out
 
 
-def _write_rows(cur: psycopg.Cursor, table: str, columns: list[str], key: list[str], rows: list[Any]) -> None:
+def _write_rows(cur: psycopg.Cursor, table: str, columns: list[str], key: list[str] | None, rows: list[Any]) -> None:
+    """Insert `rows` (upsert on `key` when given)."""
     if rows:
-        cur.execute(_upsert(table, columns, key), (orjson.dumps(rows).decode(),))
+        cur.execute(_insert(table, columns, key), (orjson.dumps(rows).decode(),))
 
 
 def _delete(cur: psycopg.Cursor, keys: list[Key]) -> None:
