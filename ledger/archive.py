@@ -33,9 +33,11 @@ from .log import RedisEventLog
 from .partitions import Keys
 from .settings import Settings
 
-__all__ = ["HistoryGap", "archive_count", "event_at", "read_archive", "read_from", "stream_range", "trimmed_key", "trimmed_through"]
+__all__ = ["HistoryGap", "archive_count", "archive_estimate", "event_at", "read_archive", "read_from", "stream_range",
+           "trimmed_key", "trimmed_through"]
 
 PAGE = 5000
+EXACT_BELOW = 200_000  # archive rows up to which estimates are exact counts
 _RANGE = """
 FROM event_archive WHERE partition = %(p)s AND (stream_ms, stream_seq) > (%(a_ms)s, %(a_seq)s)
   AND (stream_ms, stream_seq) <= (%(u_ms)s, %(u_seq)s)
@@ -84,6 +86,17 @@ def archive_count(conn: psycopg.Connection[Any], partition: int, after: str = "0
     """How many archived events of `partition` lie in (after, until]."""
     row = conn.execute("SELECT count(*)" + _RANGE, _range_args(partition, after, until)).fetchone()
     return int(row[0]) if row else 0
+
+
+def archive_estimate(conn: psycopg.Connection[Any], partition: int, after: str = "0-0",
+                     until: str | None = None) -> int:
+    """About how many archived events of `partition` lie in (after, until]: exact while the
+    archive is small, else the planner's estimate (counting a large range visits every row)."""
+    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass('event_archive')").fetchone()
+    if row is None or row[0] is None or row[0] < EXACT_BELOW:  # -1: never analysed
+        return archive_count(conn, partition, after, until)
+    plan = conn.execute("EXPLAIN (FORMAT JSON) SELECT 1" + _RANGE, _range_args(partition, after, until)).fetchone()
+    return int(plan[0][0]["Plan"]["Plan Rows"]) if plan else 0
 
 
 def _range_args(partition: int, after: str, until: str | None) -> dict[str, int]:
@@ -162,7 +175,7 @@ def read_from(source: Settings | psycopg.Connection[Any] | None, log: RedisEvent
     archive projection's own rebuild), which raises HistoryGap if the stream was trimmed
     past `after`.
     """
-    cursor = after
+    cursor, stalled = after, False
     with _connection(source) if source is not None else _nothing() as conn:
         while True:
             from_archive = 0
@@ -177,9 +190,11 @@ def read_from(source: Settings | psycopg.Connection[Any] | None, log: RedisEvent
                     yield r
                 return
             except _Trimmed as gap:
-                if conn is None or from_archive == 0:
+                # The archive may have grown since its snapshot (and a trim followed): read
+                # it again, and give up only when a second look finds nothing new either.
+                if conn is None or (stalled and from_archive == 0):
                     raise _gap(partition, cursor, gap.mark, conn is None) from None
-                # The archive grew while we read it and a trim followed: read it again.
+                stalled = from_archive == 0
 
 
 @contextmanager
@@ -206,7 +221,8 @@ def event_at(conn: psycopg.Connection[Any], log: RedisEventLog, partition: int, 
     return decode_entry(partition, stream_id, entries[0][1]) if entries else None
 
 
-def stream_range(log: RedisEventLog, partition: int, start: str, end: str, count: int) -> list[tuple[str, dict[Any, Any]]]:
+def stream_range(log: RedisEventLog, partition: int, start: str, end: str,
+                 count: int) -> list[tuple[str, dict[Any, Any]]]:
     """Raw XRANGE entries (id as text, undecoded fields); `start` may be exclusive: "(id"."""
     try:
         reply: Any = log.client.xrange(log.keys.stream(partition), start, end, count=count)

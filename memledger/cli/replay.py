@@ -5,6 +5,7 @@ A thin layer over `replay`: options in, a progress bar while it works, a table o
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,10 +16,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich import box
 from rich.table import Table
 
-import replay
 from projections.registry import PROJECTIONS
+from replay import open_target
+from replay.deadletters import DeadLetter, RedriveOutcome, list_dead_letters, redrive
+from replay.rebuild import Progress as Step
+from replay.rebuild import BATCH, RebuildPlan, parse_bound, plan_rebuild, rebuild
+from replay.status import status
+from replay.trim import TrimPoint, plan_trim, trim
+from replay.verify import verify
 
 from .common import console, print_json, settings
 
@@ -42,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
 
 @contextmanager
-def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[replay.Progress], None]]:
+def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[Step], None]]:
     """A bar showing events applied, events/s, the position reached and the ETA."""
     if quiet:
         yield lambda p: None
@@ -54,10 +62,10 @@ def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[replay.P
     with bar:
         task = bar.add_task(label, total=None, rate="-", position="")
 
-        def update(p: replay.Progress) -> None:
+        def update(p: Step) -> None:
             rate = p.applied / max(time.monotonic() - started, 1e-6)
             bar.update(task, completed=p.applied, total=max(p.total, p.applied), description=f"{label} ({p.phase})",
-                       rate=f"{rate:,.0f}", position=f"p{p.partition} {p.position}")
+                       rate=f"{rate:,.0f}", position=f"p{p.partition} {p.position}" if p.partition >= 0 else "")
 
         yield update
 
@@ -84,7 +92,7 @@ def _cancelled(name: str, what: str) -> typer.Exit:
 
 
 @replay_app.command("rebuild")
-def rebuild(
+def rebuild_command(
     name: NameArg,
     partition: Annotated[list[int] | None, typer.Option(
         "--partition", "-p", help="Only advance the shadow for this partition (repeatable); no swap.")] = None,
@@ -93,7 +101,10 @@ def rebuild(
     to: Annotated[str | None, typer.Option("--to", help="Replay only up to this stream id; no swap.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before swapping.")] = False,
-    batch: BatchOpt = 5000,
+    batch: BatchOpt = BATCH,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0, max=64, help=(
+        "Processes replaying partitions in parallel (the fold is Python: one core each); "
+        "0: one per CPU for a large history, else 1."))] = 0,
     json: JsonOpt = False,
 ) -> None:
     """Rebuild a read model from the archive plus the stream into a shadow, catch up, swap it in.
@@ -103,8 +114,8 @@ def rebuild(
     advances the shadow; a later plain `replay rebuild NAME` finishes and swaps.
     """
     s = settings()
-    bound = replay.parse_bound(until, to)
-    plan = replay.plan_rebuild(s, name, partition, bound)
+    bound = parse_bound(until, to)
+    plan = plan_rebuild(s, name, partition, bound)
     if dry_run or not json:
         _show_plan(plan, json)
     if dry_run:
@@ -113,7 +124,7 @@ def rebuild(
         typer.confirm(f"Swap the rebuilt {name!r} in for the live one when done?", abort=True)
     try:
         with sigterm_interrupts(), progress_bar(f"rebuild {name}", quiet=json) as report:
-            result = replay.rebuild(s, name, partition, bound, batch, report)
+            result = rebuild(s, name, partition, bound, batch, report, workers or auto_workers(plan))
     except KeyboardInterrupt:
         raise _cancelled(name, f"run the same command to resume from {plan.shadow}, or "
                                f"`memledger replay discard {name}` to drop it") from None
@@ -126,7 +137,16 @@ def rebuild(
                   f"({result.rate:,.0f} events/s); {done}")
 
 
-def _show_plan(plan: replay.RebuildPlan, json: bool) -> None:
+PARALLEL_ABOVE = 200_000  # events; below, starting worker processes costs more than it saves
+
+
+def auto_workers(plan: RebuildPlan) -> int:
+    if plan.total < PARALLEL_ABOVE:
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(plan.partitions), 8))
+
+
+def _show_plan(plan: RebuildPlan, json: bool) -> None:
     if json:
         print_json(asdict(plan))
         return
@@ -142,16 +162,16 @@ def _show_plan(plan: replay.RebuildPlan, json: bool) -> None:
 
 
 @replay_app.command("verify")
-def verify(
+def verify_command(
     name: NameArg,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the rebuilt shadow for inspection.")] = False,
-    batch: BatchOpt = 5000,
+    batch: BatchOpt = BATCH,
     json: JsonOpt = False,
 ) -> None:
     """Rebuild into a shadow of its own and compare with the live read model; exit 9 when they differ."""
     try:
         with sigterm_interrupts(), progress_bar(f"verify {name}", quiet=json) as report:
-            result = replay.verify(settings(), name, batch, report, keep)
+            result = verify(settings(), name, batch, report, keep)
     except KeyboardInterrupt:
         raise _cancelled(name, "nothing was compared") from None
     if json:
@@ -172,30 +192,43 @@ def verify(
 
 
 @replay_app.command("status")
-def status(
+def status_command(
     projection: Annotated[list[str] | None, typer.Option("--projection", help="Only this projection.")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Per projection and partition: checkpoint, head, lag, schema version, state, dead letters."""
-    rows = replay.status(settings(), projection)
+    rows = status(settings(), projection)
     if json:
         print_json([asdict(r) for r in rows])
         return
-    table = Table("projection", "partition", "checkpoint", "head", "lag", "lag ms", "version", "state",
-                  "dead letters")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("projection", no_wrap=True, min_width=9)
+    table.add_column("p", justify="right", min_width=1)
+    table.add_column("checkpoint", overflow="fold", min_width=10)  # stream ids fold on narrow terminals
+    table.add_column("head", overflow="fold", min_width=10)
+    table.add_column("lag", justify="right", min_width=3)
+    table.add_column("version", min_width=3)
+    table.add_column("state", no_wrap=True, min_width=10)
+    table.add_column("dead", justify="right", min_width=4)
+    shadows: dict[str, list[str]] = {}
     for r in rows:
-        version = f"{r.version if r.version is not None else '-'}" + (
-            "" if r.version in (None, r.code_version) else f" (code: {r.code_version})")
-        state = r.state + (f" (shadow at {r.shadow_checkpoint})" if r.shadow_checkpoint else "")
-        table.add_row(r.projection, str(r.partition), r.checkpoint, r.head or "-", str(r.lag), str(r.lag_ms),
-                      version, state, str(r.dead_letters))
+        version = "-" if r.version is None else str(r.version)
+        if r.version not in (None, r.code_version):
+            version += f"→{r.code_version}"  # stored version, then the code's
+        if r.shadow_checkpoint is not None:
+            shadows.setdefault(r.projection, []).append(f"p{r.partition} {r.shadow_checkpoint}")
+        table.add_row(r.projection, str(r.partition), r.checkpoint, r.head or "-", str(r.lag), version, r.state,
+                      str(r.dead_letters))
     console.print(table)
+    for name, positions in shadows.items():
+        console.print(f"{name}: a rebuild shadow stands at {', '.join(positions)}; "
+                      f"`memledger replay rebuild {name}` resumes it")
 
 
 @replay_app.command("discard")
-def discard(name: NameArg) -> None:
+def discard_command(name: NameArg) -> None:
     """Drop a rebuild's shadow (the live read model is not touched)."""
-    target = replay.open_target(settings(), name)
+    target = open_target(settings(), name)
     try:
         existed = target.shadow_exists()
         target.drop_shadow()
@@ -208,38 +241,37 @@ def discard(name: NameArg) -> None:
 
 
 @replay_app.command("dead-letters")
-def dead_letters(
+def dead_letters_command(
     projection: Annotated[str | None, typer.Option("--projection", help="Only this projection.")] = None,
     letter: Annotated[list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")] = None,
-    redrive: Annotated[bool, typer.Option("--redrive", help="Re-apply the open dead letters.")] = False,
+    again: Annotated[bool, typer.Option("--redrive", help="Re-apply the open dead letters.")] = False,
     include_resolved: Annotated[bool, typer.Option("--all", help="Also list re-driven ones.")] = False,
     json: JsonOpt = False,
 ) -> None:
     """List dead-lettered events; with --redrive, re-apply them (refused when out of order)."""
-    if redrive:
-        outcomes = replay.redrive(settings(), projection, letter)
+    if again:
+        outcomes = redrive(settings(), projection, letter)
         _print_letters([o.letter for o in outcomes], json, outcomes)
         if any(o.outcome != "redriven" for o in outcomes):
             raise typer.Exit(1)
         return
-    _print_letters(replay.list_dead_letters(settings(), projection, include_resolved, letter), json, [])
+    _print_letters(list_dead_letters(settings(), projection, include_resolved, letter), json, [])
 
 
-def _print_letters(letters: list[replay.DeadLetter], json: bool, outcomes: list[replay.RedriveOutcome]) -> None:
+def _print_letters(letters: list[DeadLetter], json: bool, outcomes: list[RedriveOutcome]) -> None:
     """`outcomes`, when re-driving, is parallel to `letters`."""
-    paired: list[replay.RedriveOutcome | None] = list(outcomes) or [None] * len(letters)
+    paired: list[RedriveOutcome | None] = list(outcomes) or [None] * len(letters)
     if json:
         print_json([{**asdict(d), **({"outcome": o.outcome, "detail": o.detail} if o else {})}
                     for d, o in zip(letters, paired)])
         return
-    table = Table("id", "projection", "position", "event", "error", "attempts", "failed at",
-                  "outcome" if outcomes else "re-driven at")
+    table = Table("id", "projection", "position", "event", "error", "outcome" if outcomes else "re-driven",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for d, o in zip(letters, paired):
         last: Any = (f"{o.outcome}: {o.detail}" if o else
                      f"{d.redriven_at:%Y-%m-%d %H:%M:%S}" if d.redriven_at else "-")
         table.add_row("-" if d.id is None else str(d.id), d.projection, f"{d.partition}/{d.stream_id}",
-                      f"{d.event_type or '?'} {d.event_id or ''}", d.error[:80], str(d.attempts),
-                      f"{d.failed_at:%Y-%m-%d %H:%M:%S}" if d.failed_at else "-", last)
+                      f"{d.event_type or '?'} {d.event_id or ''}".strip(), d.error[:200], last)
     console.print(table if letters else "no dead letters")
 
 
@@ -247,7 +279,7 @@ def _print_letters(letters: list[replay.DeadLetter], json: bool, outcomes: list[
 
 
 @ledger_app.command("trim")
-def trim(
+def trim_command(
     older_than: Annotated[float, typer.Option("--older-than", min=0, metavar="DAYS",
                                               help="Trim entries older than this many days.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the trim points; change nothing.")] = False,
@@ -256,18 +288,18 @@ def trim(
 ) -> None:
     """Trim the streams below what the archive and every projection have checkpointed (never by length)."""
     s = settings()
-    points = replay.plan_trim(s, older_than)
+    points = plan_trim(s, older_than)
     if dry_run or (not yes and not json):
         _print_trim(points, json)
     if dry_run:
         return
     if not yes:
         typer.confirm("Trim these partitions? (the archive keeps the history)", abort=True)
-    done = replay.trim(s, older_than)
+    done = trim(s, older_than)
     _print_trim(done, json)
 
 
-def _print_trim(points: list[replay.TrimPoint], json: bool) -> None:
+def _print_trim(points: list[TrimPoint], json: bool) -> None:
     if json:
         print_json([asdict(p) for p in points])
         return

@@ -1,0 +1,226 @@
+"""How fast a rebuild replays history, against a raw COPY of the same events in the same run.
+
+    python -m replay.bench --events 100000 300000 1000000
+
+For each size, in a namespace of its own on the configured servers (MEMLEDGER_* variables;
+deleted afterwards): generate a seeded store-heavy history (70% stores, then updates,
+tags, recalls, forgets over 24 agents in 4 orgs), load 99% of it into the event archive
+with one COPY (timed: the raw COPY figure) and XADD the last 1% to the streams (so the
+rebuild crosses from archive to stream, as after a trim), then time
+`replay.rebuild(settings, "memories")`: shadow schema, replay, catch-up, swap.
+Rebuild time should grow linearly with history size: the per-event time is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import resource
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import psycopg
+
+from ledger import Settings, open_log
+from ledger.connections import database_url
+from ledger.partitions import partition_for
+from projections.postgres import migrate
+
+from .rebuild import BATCH, rebuild
+
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH_MS = int(EPOCH.timestamp() * 1000)
+TAGS = ("work", "personal", "travel", "billing", "support", "health", "family", "food", "deadline", "meeting",
+        "email", "legal", "finance", "release", "customer:acme", "research")
+WORDS = ("the user prefers short answers about their project deadline and wants reminders before each meeting "
+         "with the design team while travelling next week to berlin for the quarterly review budget approved "
+         "pending legal sign off customer reported latency spikes after the last deploy").split()
+STREAM_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class Row:
+    partition: int
+    ms: int
+    version: int
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Figures:
+    events: int
+    copy_s: float
+    rebuild_s: float
+    python_cpu_s: float = 0.0  # CPU of this process during the rebuild (all threads)
+    postgres_cpu_s: float = 0.0  # CPU of the PostgreSQL backends serving it (same host only)
+
+    @property
+    def copy_rate(self) -> float:
+        return self.events / self.copy_s
+
+    @property
+    def rebuild_rate(self) -> float:
+        return self.events / self.rebuild_s
+
+
+def history(n: int, partitions: int, seed: int = 0) -> list[Row]:
+    """`n` events of a seeded workload, as the ledger would hold them."""
+    rng = random.Random(seed)
+    agents = [(f"org-{o}", f"agent-{o}-{a}") for o in range(4) for a in range(6)]
+    live: dict[int, list[str]] = {i: [] for i in range(len(agents))}
+    versions: dict[str, int] = {}
+    rows = []
+    for i in range(n):
+        a = rng.randrange(len(agents))
+        org, agent = agents[a]
+        kind, data, memory = _step(rng, live[a], i)
+        versions[memory] = versions.get(memory, 0) + (0 if kind == "MemoryRecalled" else 1)
+        event = {"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "type": kind,
+                 "schema_version": 2 if kind == "MemoryStored" else 1, "org_id": org, "agent_id": agent,
+                 "subject_id": memory, "occurred_at": EPOCH + timedelta(milliseconds=i), "causation_id": None,
+                 "correlation_id": None, "idempotency_key": None, "actor": None, "data": data}
+        rows.append(Row(partition_for(org, agent, partitions), EPOCH_MS + i, versions[memory], event))
+    return rows
+
+
+def _step(rng: random.Random, live: list[str], i: int) -> tuple[str, dict[str, Any], str]:
+    r = rng.random()
+    if r < 0.70 or not live:
+        memory = f"mem-{i:08d}"
+        live.append(memory)
+        return "MemoryStored", {"content": " ".join(rng.choices(WORDS, k=rng.randint(12, 40))),
+                                "memory_type": "note", "tags": rng.sample(TAGS, rng.randint(0, 4)),
+                                "importance": round(rng.random(), 2),
+                                "metadata": {"source": "chat", "turn": rng.randrange(500)}}, memory
+    memory = rng.choice(live)
+    if r < 0.82:
+        return "MemoryUpdated", {"importance": round(rng.random(), 2)}, memory
+    if r < 0.90:
+        return "MemoryTagged", {"tags": rng.sample(TAGS, rng.randint(1, 3))}, memory
+    if r < 0.96:
+        return "MemoryRecalled", {"user_id": f"user-{rng.randrange(200)}", "query": "deadline"}, memory
+    live.remove(memory)
+    return "MemoryForgotten", {"reason": "outdated"}, memory
+
+
+def load(settings: Settings, rows: Sequence[Row]) -> float:
+    """COPY the archived part into event_archive (timed) and XADD the rest; the COPY's seconds."""
+    cut = int(len(rows) * (1 - STREAM_SHARE))
+    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(
+                "COPY event_archive (event_id, partition, stream_ms, stream_seq, org_id, agent_id, subject_id,"
+                " subject_version, type, schema_version, occurred_at, body) FROM STDIN") as copy:
+            for r in rows[:cut]:
+                e = r.event
+                copy.write_row((e["event_id"], r.partition, r.ms, 0, e["org_id"], e["agent_id"], e["subject_id"],
+                                r.version, e["type"], e["schema_version"], e["occurred_at"], orjson.dumps(e).decode()))
+        conn.commit()
+        seconds = time.perf_counter() - started
+    log = open_log(settings)
+    with log.client.pipeline(transaction=False) as pipe:
+        for r in rows[cut:]:
+            pipe.xadd(log.keys.stream(r.partition), {"v": r.version, "e": orjson.dumps(r.event)}, id=f"{r.ms}-0")
+        pipe.execute()
+    return seconds
+
+
+@contextmanager
+def namespace(base: Settings) -> Iterator[Settings]:
+    settings = base.model_copy(update={"namespace": "rb" + uuid.uuid4().hex[:10]})
+    try:
+        yield settings
+    finally:
+        client = open_log(settings).client
+        for pattern in (f"{{{settings.namespace}:*", f"{{{settings.namespace}}}*"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i:i + 500])
+        with psycopg.connect(database_url(settings), autocommit=True) as conn:
+            for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+                                          (settings.db_schema, settings.db_schema + "\\_%")).fetchall():
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+class CpuMeter:
+    """CPU seconds of this process (and its workers) and of the PostgreSQL backends it talks to.
+
+    The machine may be shared (CI, other work), so wall time alone misleads; CPU time
+    does not. Backends are found by application_name (PGAPPNAME, set for this process)
+    and read from /proc while they live, so it only works with PostgreSQL on this host.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings, self.app = settings, f"replay-bench-{os.getpid()}"
+        os.environ["PGAPPNAME"] = self.app
+        self._ticks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.python_s = self.postgres_s = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._started = time.process_time() + _children_cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.python_s = time.process_time() + _children_cpu() - self._started
+        self.postgres_s = sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    def _poll(self) -> None:
+        with psycopg.connect(database_url(self.settings), autocommit=True,
+                             application_name="replay-bench-meter") as conn:
+            while not self._stop.wait(0.1):
+                for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                           (self.app,)).fetchall():
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                        self._ticks[pid] = max(self._ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes, once joined
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(base: Settings, events: int, batch: int = BATCH, workers: int = 1) -> Figures:
+    rows = history(events, base.partitions)
+    with namespace(base) as settings:
+        migrate.upgrade(settings)
+        copy_s = load(settings, rows)
+        del rows
+        with CpuMeter(settings) as cpu:
+            result = rebuild(settings, "memories", batch=batch, workers=workers)
+        assert result.applied == events, (result.applied, events)
+        return Figures(events, copy_s, result.seconds, cpu.python_s, cpu.postgres_s)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"{'events':>10} {'raw COPY ev/s':>14} {'rebuild s':>10} {'rebuild ev/s':>13} {'µs/event':>9} "
+          f"{'vs COPY':>8} {'python CPU s':>13} {'postgres CPU s':>15}")
+    for n in args.events:
+        f = measure(Settings(), n, args.batch, args.workers)
+        print(f"{f.events:>10,} {f.copy_rate:>14,.0f} {f.rebuild_s:>10.1f} {f.rebuild_rate:>13,.0f} "
+              f"{1e6 * f.rebuild_s / f.events:>9.1f} {f.rebuild_rate / f.copy_rate:>8.2f} "
+              f"{f.python_cpu_s:>13.1f} {f.postgres_cpu_s:>15.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""Rebuild a read model: replay history into a shadow, catch up to the head, swap it in.
+
+The steps, and what makes each safe:
+
+1. Open (or reopen) the shadow; its checkpoints say where each partition resumes. Only the
+   rebuild writes there, guarded by PostgreSQL advisory locks per (shadow, partition), so a
+   second rebuild of the same projection refuses instead of racing.
+2. Replay each partition from the archive and then the stream (`ledger.archive.read_from`)
+   in batches of `batch` events through the projection's own `apply`, which commits rows
+   and shadow checkpoint together: a SIGKILL loses at most the batch in flight, and the
+   next run resumes after the last committed one. Nothing is ever written to the log.
+3. Fail fast: a batch that fails with a data error is re-applied event by event (events
+   before the culprit commit, so a rerun resumes right at it) and the culprit raises
+   PoisonEvent naming the event, its position and the error. Nothing is dead-lettered.
+4. Catch up in rounds while the live projector keeps running, until a round has little
+   left to do; then `Rebuildable.swap` holds the live projector off, runs one last
+   catch-up to the head it sees under the lock, and swaps atomically.
+
+`--until`/`--to` (a bound) and `--partition` (one partition) only advance the shadow and
+leave it in place, never swapping: a later `replay rebuild NAME` without them resumes
+every partition, catches up and swaps. Several `--partition` runs can work in parallel.
+Ctrl-C (KeyboardInterrupt) rolls back the batch in flight and leaves the live model and
+the shadow's committed progress as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Generic, TypeVar
+
+import psycopg
+
+from ledger import Settings, open_log
+from ledger.archive import HistoryGap, archive_estimate, read_from, trimmed_through
+from ledger.connections import database_url
+from ledger.errors import ConfigurationError, EventError, PoisonEvent, ProjectionError
+from ledger.events import RecordedEvent, stream_id_key
+from ledger.log import RedisEventLog
+from projections.base import FencedOut, Projection
+from projections.runtime import POISON
+
+from .postgres import advisory_locks
+from .target import Rebuildable
+from .targets import lock_keys, open_target
+
+__all__ = ["BATCH", "PartitionPlan", "Progress", "ReadAhead", "RebuildPlan", "RebuildResult", "Replayer",
+           "estimate_events", "fewer_collections", "parse_bound", "plan_rebuild", "rebuild", "refuse_trimmed"]
+
+T = TypeVar("T")
+BATCH = 20_000  # events per transaction: large batches fold repeated changes of a row into one write
+CATCH_UP_ROUNDS = 10
+CATCH_UP_LEFT = 2000  # swap once a catch-up round had no more than this to apply
+MAX_SEQ = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    projection: str
+    phase: str  # replay | indexes | catch-up | swap
+    partition: int  # -1 (and position "") between batches
+    position: str
+    applied: int  # events applied by this run so far
+    total: int  # events this run expects to apply (an estimate; grows while catching up)
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    partition: int
+    start: str  # the shadow's checkpoint: "0-0" on a fresh shadow
+    estimate: int  # events to replay (archive rows counted or, for a large archive, estimated by
+    # the planner; the stream tail estimated from its length and time span)
+
+
+@dataclass(frozen=True)
+class RebuildPlan:
+    projection: str
+    shadow: str
+    resuming: bool
+    bound: str | None  # replay only up to this stream id, then stop without swapping
+    partitions: tuple[PartitionPlan, ...]
+    swap: bool
+
+    @property
+    def total(self) -> int:
+        return sum(p.estimate for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    projection: str
+    applied: int
+    seconds: float
+    swapped: bool
+    checkpoints: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.applied / self.seconds if self.seconds > 0 else 0.0
+
+
+Report = Callable[[Progress], None]
+
+
+def parse_bound(until: str | None = None, to: str | None = None) -> str | None:
+    """`--until` (ISO 8601 time, UTC when naive) or `--to` (a stream id) as an inclusive stream id."""
+    if until is not None and to is not None:
+        raise ConfigurationError("give --until or --to, not both")
+    if to is not None:
+        try:
+            ms, seq = stream_id_key(to)
+        except ValueError:
+            raise ConfigurationError(f"--to {to!r} is not a stream id (<milliseconds>-<sequence>)") from None
+        return f"{ms}-{seq if '-' in to else MAX_SEQ}"
+    if until is not None:
+        try:
+            at = datetime.fromisoformat(until)
+        except ValueError:
+            raise ConfigurationError(f"--until {until!r} is not an ISO 8601 time") from None
+        at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        return f"{int(at.timestamp() * 1000)}-{MAX_SEQ}"
+    return None
+
+
+# -- applying history to a shadow ------------------------------------------------------
+
+
+class Replayer:
+    """Applies history to a shadow projection in large batches, failing fast."""
+
+    def __init__(self, log: RedisEventLog, projection: Projection, settings: Settings | None, batch: int = BATCH,
+                 report: Report | None = None, phase: str = "replay"):
+        self.log, self.projection, self.settings, self.batch = log, projection, settings, batch
+        self.report, self.phase = report, phase
+        self.applied, self.total = 0, 0
+
+    def note(self, phase: str) -> None:
+        """Enter `phase`, and say so to the progress report."""
+        self.phase = phase
+        if self.report is not None:
+            self.report(Progress(self.projection.name, phase, -1, "", self.applied, max(self.total, self.applied)))
+
+    def to(self, targets: dict[int, str | None], cursors: dict[int, str]) -> int:
+        """Advance each partition from `cursors[p]` to `targets[p]` (None: the head); events applied.
+
+        A second thread reads and decodes the next chunk (across partitions) while the
+        current one is applied: PostgreSQL's writing and Python's decoding overlap.
+        """
+        before = self.applied
+        plan = [(p, cursors.get(p, "0-0"), bound) for p, bound in sorted(targets.items())]
+        reader: ReadAhead[tuple[int, list[RecordedEvent]]] = ReadAhead(lambda: self._chunks(plan))
+        with reader as chunks:
+            for partition, chunk in chunks:
+                cursors[partition] = self._apply(partition, chunk, cursors.get(partition, "0-0"))
+        return self.applied - before
+
+    def _chunks(self, plan: list[tuple[int, str, str | None]]) -> Iterator[tuple[int, list[RecordedEvent]]]:
+        for partition, after, until in plan:
+            chunk: list[RecordedEvent] = []
+            try:
+                for r in read_from(self.settings, self.log, partition, after, until, page=self.batch):
+                    chunk.append(r)
+                    if len(chunk) >= self.batch:
+                        yield partition, chunk
+                        after, chunk = chunk[-1].position.stream_id, []
+            except EventError as e:  # an undecodable body or an event type no upcaster knows
+                raise PoisonEvent(f"{self.projection.name}: {e}; the rebuild stopped after {partition}/{after} "
+                                  "(the live model is untouched)") from e
+            if chunk:
+                yield partition, chunk
+
+    def _apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> str:
+        try:
+            self.projection.apply(partition, events, after)
+        except POISON:
+            self._find_poison(partition, events, after)
+        except FencedOut as e:
+            raise ProjectionError(f"{self.projection.name}: someone else wrote to the shadow ({e}); "
+                                  "is another rebuild running?") from e
+        self.applied += len(events)
+        last = events[-1].position.stream_id
+        if self.report is not None:
+            self.report(Progress(self.projection.name, self.phase, partition, last, self.applied,
+                                 max(self.total, self.applied)))
+        return last
+
+    def _find_poison(self, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
+        for r in events:
+            try:
+                self.projection.apply(partition, [r], after)
+            except POISON as e:
+                raise PoisonEvent(
+                    f"{self.projection.name}: event {r.event.event_id} ({r.event.type}) at partition {partition} "
+                    f"id {r.position.stream_id} failed: {type(e).__name__}: {_one_line(e)}; the rebuild stopped "
+                    "there (the live model is untouched); fix the cause and run it again to resume") from e
+            after = r.position.stream_id
+        # Each event applied on its own: the batch's failure came from their combination,
+        # and they are all committed now; carry on.
+
+
+_END = object()
+
+
+class ReadAhead(Generic[T]):
+    """Runs a producer of items on a thread, `depth` items ahead of the consumer.
+
+    Exceptions in the producer surface in the consumer; leaving the `with` block (also
+    through Ctrl-C) stops the producer and closes its generator (and its connection).
+    """
+
+    def __init__(self, produce: Callable[[], Iterator[T]], depth: int = 2):
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(produce,), name="replay-read", daemon=True)
+
+    def __enter__(self) -> Iterator[T]:
+        self._thread.start()
+        return self._items()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)  # unblock a producer waiting on a full queue
+
+    def _items(self) -> Iterator[T]:
+        while (item := self._queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def _run(self, produce: Callable[[], Iterator[T]]) -> None:
+        items = produce()
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            self._put(e)
+        finally:
+            if isinstance(items, Generator):
+                items.close()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _one_line(error: Exception) -> str:
+    return " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def plan_rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = None, bound: str | None = None,
+                 target: Rebuildable | None = None) -> RebuildPlan:
+    """What a rebuild would do, without writing anything (`--dry-run`)."""
+    log = open_log(settings)
+    own = target is None
+    target = target or open_target(settings, name)
+    try:
+        starts = target.shadow_checkpoints()
+        chosen = _partitions(log, partitions)
+        if target.stream_only:
+            refuse_trimmed(log, name, chosen, starts)
+        plans = tuple(PartitionPlan(p, starts.get(p, "0-0"),
+                                    estimate_events(settings, log, p, starts.get(p, "0-0"), bound, target.stream_only))
+                      for p in chosen)
+        return RebuildPlan(name, target.shadow_label, bool(starts), bound, plans,
+                           swap=bound is None and partitions is None)
+    finally:
+        if own:
+            target.close()
+
+
+def _partitions(log: RedisEventLog, partitions: Iterable[int] | None) -> tuple[int, ...]:
+    chosen = tuple(sorted(set(range(log.partitions) if partitions is None else partitions)))
+    wrong = [p for p in chosen if not 0 <= p < log.partitions]
+    if wrong:
+        raise ConfigurationError(f"no partition {wrong[0]}: the ledger has partitions 0..{log.partitions - 1}")
+    return chosen
+
+
+def refuse_trimmed(log: RedisEventLog, name: str, partitions: Iterable[int], starts: Mapping[int, str]) -> None:
+    for p in partitions:
+        mark, start = trimmed_through(log, p), starts.get(p, "0-0")
+        if mark is not None and stream_id_key(start) < stream_id_key(mark):
+            raise HistoryGap(
+                f"the {name!r} read model can only be rebuilt from what the stream still holds, and partition {p} "
+                f"was trimmed through {mark}; it cannot be rebuilt (it is the history other rebuilds read)")
+
+
+def estimate_events(settings: Settings, log: RedisEventLog, partition: int, after: str, bound: str | None,
+              stream_only: bool) -> int:
+    archived, last = 0, after
+    if not stream_only:
+        with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+            archived = archive_estimate(conn, partition, after, bound)
+            row = conn.execute("SELECT stream_ms, stream_seq FROM event_archive WHERE partition = %s"
+                               " ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1", (partition,)).fetchone()
+            if row is not None:
+                last = max(last, f"{row[0]}-{row[1]}", key=stream_id_key)
+    return archived + _stream_estimate(log, partition, last, bound)
+
+
+def _stream_estimate(log: RedisEventLog, partition: int, after: str, bound: str | None) -> int:
+    """Stream entries in (after, bound], estimated from XLEN and the ids' time span."""
+    key = log.keys.stream(partition)
+    length, first, head = log.length(partition), log.client.xrange(key, count=1), log.head(partition)
+    if not length or not first or head is None:
+        return 0
+    first_id = first[0][0]
+    lo = stream_id_key(first_id.decode() if isinstance(first_id, bytes) else str(first_id))[0]
+    hi = stream_id_key(head)[0]
+    start = max(stream_id_key(after)[0], lo)
+    end = min(stream_id_key(bound)[0], hi) if bound else hi
+    if end < start:
+        return 0
+    return length if hi == lo else round(length * (end - start + 1) / (hi - lo + 1))
+
+
+# -- the rebuild -------------------------------------------------------------------------
+
+
+def rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = None, bound: str | None = None,
+            batch: int = BATCH, report: Report | None = None, workers: int = 1) -> RebuildResult:
+    """Rebuild `name` into its shadow; with neither `partitions` nor `bound`, catch up and swap.
+
+    With `workers` > 1 the bulk of the replay runs in that many processes (replay.parallel).
+    """
+    started, log = time.monotonic(), open_log(settings)
+    target = open_target(settings, name)
+    try:
+        plan = plan_rebuild(settings, name, partitions, bound, target)
+        done = 0
+        if workers > 1 and len(plan.partitions) > 1 and plan.total:
+            done = _bulk_in_workers(settings, target, plan, batch, report, workers)
+            plan = plan_rebuild(settings, name, partitions, bound, target)  # what arrived meanwhile
+        keys = lock_keys(settings, name, "rebuild", [p.partition for p in plan.partitions])
+        with advisory_locks(settings, keys) as busy:
+            if busy:
+                raise ProjectionError(f"another rebuild of {name!r} is running ({busy[0]}); wait for it or stop it")
+            with fewer_collections():
+                return _run(settings, log, target, plan, batch, report, started, done)
+    finally:
+        target.close()
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Collect cyclic garbage less often while replaying.
+
+    A batch keeps some hundred thousand objects alive (events, payloads, rows), and the
+    default thresholds make the collector walk them again every few hundred allocations:
+    that halved the rebuild's Python throughput. Events and rows form no reference
+    cycles, so collecting rarely costs little memory. Objects from before (modules,
+    validators) are frozen out of the collections for the duration.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def _bulk_in_workers(settings: Settings, target: Rebuildable, plan: RebuildPlan, batch: int, report: Report | None,
+                     workers: int) -> int:
+    from .parallel import replay_in_workers, shares
+
+    target.open_shadow().close()  # created (or checked) once, before the workers race for it
+
+    def relay(applied: int, partition: int, position: str) -> None:
+        if report is not None:
+            report(Progress(plan.projection, "replay", partition, position, applied, max(plan.total, applied)))
+
+    groups = shares({p.partition: p.estimate for p in plan.partitions}, workers)
+    return replay_in_workers(settings, plan.projection, groups, plan.bound, batch, relay)
+
+
+def _run(settings: Settings, log: RedisEventLog, target: Rebuildable, plan: RebuildPlan, batch: int,
+         report: Report | None, started: float, done: int = 0) -> RebuildResult:
+    shadow = target.open_shadow()
+    try:
+        source = None if target.stream_only else settings
+        replayer = Replayer(log, shadow, source, batch, report)
+        replayer.applied, replayer.total = done, done + plan.total
+        cursors = dict(shadow.checkpoints())
+        _past_bound(plan, cursors)
+        replayer.to({p.partition: plan.bound or log.head(p.partition) for p in plan.partitions}, cursors)
+        if not plan.swap:
+            return RebuildResult(plan.projection, replayer.applied, time.monotonic() - started, False, cursors)
+        replayer.note("indexes")
+        target.finish_bulk()
+        _catch_up(log, replayer, cursors)
+        replayer.phase = "swap"
+        live = target.swap(lambda: _to_heads(log, replayer, cursors))
+        return RebuildResult(plan.projection, replayer.applied, time.monotonic() - started, True, dict(live))
+    finally:
+        shadow.close()
+
+
+def _past_bound(plan: RebuildPlan, cursors: dict[int, str]) -> None:
+    if plan.bound is None:
+        return
+    past = [p for p, sid in cursors.items() if stream_id_key(sid) > stream_id_key(plan.bound)]
+    if past:
+        raise ConfigurationError(
+            f"{plan.shadow} already holds partition {past[0]} up to {cursors[past[0]]}, past {plan.bound}; "
+            f"discard it first with `memledger replay discard {plan.projection}`")
+
+
+def _heads(log: RedisEventLog, partitions: Iterable[int]) -> dict[int, str | None]:
+    return {p: head for p in partitions if (head := log.head(p)) is not None}
+
+
+def _to_heads(log: RedisEventLog, replayer: Replayer, cursors: dict[int, str]) -> int:
+    heads = _heads(log, range(log.partitions))
+    replayer.total = replayer.applied + sum(_stream_estimate(log, p, cursors.get(p, "0-0"), None) for p in heads)
+    return replayer.to(heads, cursors)
+
+
+def _catch_up(log: RedisEventLog, replayer: Replayer, cursors: dict[int, str]) -> None:
+    """Follow the head while the live projector runs, until a round finds little to do, so that
+    the last round (under the swap's lock, which holds the live projector off) is short."""
+    replayer.phase = "catch-up"
+    for _ in range(CATCH_UP_ROUNDS):
+        if _to_heads(log, replayer, cursors) <= CATCH_UP_LEFT:
+            return

@@ -1,0 +1,126 @@
+"""`ledger trim`: drop old stream entries that the archive and every projection hold.
+
+Per partition the trim point (XTRIM MINID, never MAXLEN) is the smallest of:
+- the age cut-off (`--older-than DAYS`, by the time in the stream ids);
+- the checkpoint of every registered projection, the archive included (a projection that
+  has applied nothing of the partition forbids trimming it at all), and of every other
+  consumer that keeps a row in `projection_checkpoints` (the session enqueuer, say);
+- the checkpoint of a running rebuild of the archive (it reads the stream alone);
+- the archive's earliest open dead letter (an event the archive does not hold yet).
+Everything below that point is in the archive, so rebuilds (which read the archive, then
+the stream) still see the full history. `replay/lua/trim.lua` trims and records the
+newest removed id, which history readers use to detect a gap instead of skipping events.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import psycopg
+
+from ledger import Settings, open_log
+from ledger.archive import trimmed_key
+from ledger.connections import database_url
+from ledger.events import stream_id_key
+from ledger.scripts import LuaScript
+from projections.registry import PROJECTIONS, open_projection
+
+from .deadletters import list_dead_letters
+from .targets import open_target
+
+__all__ = ["TrimPoint", "plan_trim", "trim"]
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TrimPoint:
+    partition: int
+    min_id: str | None  # entries below this id go; None: nothing may be trimmed
+    held_by: str  # what sets the point: "age", a projection, a rebuild, a dead letter
+    removed: int = 0
+    trimmed_through: str | None = None
+
+
+def plan_trim(settings: Settings, older_than_days: float, now_ms: int | None = None) -> list[TrimPoint]:
+    """Where each partition would be trimmed; reads only."""
+    log = open_log(settings)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    limits = _limits(settings)
+    points = []
+    for p in range(log.partitions):
+        bounds: list[tuple[str, str | None]] = [("age", f"{max(0, now_ms - int(older_than_days * DAY_MS))}-0")]
+        bounds += [(who, checkpoints.get(p)) for who, checkpoints in limits]
+        missing = [who for who, sid in bounds if sid is None]
+        if missing:
+            points.append(TrimPoint(p, None, f"{missing[0]} has applied nothing of this partition"))
+            continue
+        who, lowest = min(((w, s) for w, s in bounds if s is not None), key=lambda b: stream_id_key(b[1]))
+        points.append(TrimPoint(p, lowest if stream_id_key(lowest) > (0, 1) else None, who))
+    return points
+
+
+def _limits(settings: Settings) -> list[tuple[str, dict[int, str | None]]]:
+    out: list[tuple[str, dict[int, str | None]]] = []
+    for name in PROJECTIONS:
+        projection = open_projection(name, settings)
+        try:
+            out.append((f"projection {name}", dict(projection.checkpoints())))
+        finally:
+            projection.close()
+        target = open_target(settings, name)
+        try:
+            if target.stream_only and target.shadow_exists():
+                # Every partition is limited: one the rebuild has not reached yet maps to None.
+                shadow = dict(target.shadow_checkpoints())
+                out.append((f"the rebuild of {name}", {p: shadow.get(p) for p in range(settings.partitions)}))
+        finally:
+            target.close()
+    out += _other_consumers(settings, set(PROJECTIONS))
+    letters: dict[int, str | None] = {}
+    for d in list_dead_letters(settings, "archive"):
+        letters.setdefault(d.partition, d.stream_id)  # sorted: the earliest comes first
+    out.append(("an open archive dead letter", {p: letters.get(p, "18446744073709551615-0")
+                                                for p in range(settings.partitions)}))
+    _flush_commits(settings)
+    return out
+
+
+def _flush_commits(settings: Settings) -> None:
+    """Make the checkpoints just read durable before trimming below them.
+
+    Some projections commit asynchronously (memories: a PostgreSQL crash may lose its last
+    batches, which are then re-applied from the stream). A synchronous commit flushes the
+    write-ahead log up to itself, so every commit seen before it survives a crash, and no
+    checkpoint can fall back below the trim point.
+    """
+    with psycopg.connect(database_url(settings), options="-c synchronous_commit=on") as conn:
+        conn.execute("SELECT pg_current_xact_id()")  # an xid, so COMMIT writes (and flushes) a record
+
+
+def _other_consumers(settings: Settings, known: set[str]) -> list[tuple[str, dict[int, str | None]]]:
+    """Checkpointed ledger consumers that are not registered read models (they are not rebuilt,
+    but they read the stream, so it must keep what they have not read yet)."""
+    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+        rows = conn.execute("SELECT projection, partition, stream_id FROM projection_checkpoints").fetchall()
+    found: dict[str, dict[int, str | None]] = {}
+    for name, partition, stream_id in rows:
+        if name not in known:
+            found.setdefault(name, {p: None for p in range(settings.partitions)})[int(partition)] = str(stream_id)
+    return [(f"consumer {name}", checkpoints) for name, checkpoints in sorted(found.items())]
+
+
+def trim(settings: Settings, older_than_days: float, now_ms: int | None = None) -> list[TrimPoint]:
+    log = open_log(settings)
+    script = LuaScript(log.client, "trim.lua", package="replay")
+    out = []
+    for point in plan_trim(settings, older_than_days, now_ms):
+        if point.min_id is None:
+            out.append(point)
+            continue
+        removed, mark = script.run([log.keys.stream(point.partition), trimmed_key(log.keys, point.partition)],
+                                   [point.min_id])
+        text = mark.decode() if isinstance(mark, bytes) else str(mark)
+        out.append(replace(point, removed=int(removed), trimmed_through=text or None))
+    return out
