@@ -116,6 +116,12 @@ def fold_session(row: SessionRow | None, e: ev.Event) -> SessionRow | None:
     return row
 
 
+# Which agent counter each event type increments.
+_COUNTED = {"MemoryStored": "stored", "MemoryUpdated": "updated", "MemoryTagged": "updated",
+            "MemoryUntagged": "updated", "MemoryForgotten": "forgotten", "MemoryExpired": "expired",
+            "MemoryRecalled": "recalls", "SessionIngested": "sessions"}
+
+
 @dataclass
 class AgentDelta:
     """Counter changes for one agent within a batch (added onto the stored row)."""
@@ -131,9 +137,7 @@ class AgentDelta:
     last_event_at: datetime | None = None
 
     def count(self, e: ev.Event, was_live: bool, is_live: bool) -> None:
-        kind = {"MemoryStored": "stored", "MemoryUpdated": "updated", "MemoryTagged": "updated",
-                "MemoryUntagged": "updated", "MemoryForgotten": "forgotten", "MemoryExpired": "expired",
-                "MemoryRecalled": "recalls", "SessionIngested": "sessions"}.get(e.type)
+        kind = _COUNTED.get(e.type)
         if kind is not None:
             setattr(self, kind, getattr(self, kind) + 1)
         self.live_memories += int(is_live) - int(was_live)

@@ -78,8 +78,9 @@ class MemoriesProjection(PostgresProjection):
                     [v for k, v in changed.items() if v is not None and k in before])
         _delete(cur, [k for k, v in changed.items() if v is None and k in before])
         _write_tag_stats(cur, _tag_deltas(before, changed))
-        self.touched = [(k[0], k[1], frozenset(before[k].tags if k in before else ()) | frozenset(v.tags if v else ()))
-                        for k, v in changed.items()]
+        if self.commit_hooks:  # only the query cache reads it; rebuilds have no hooks
+            self.touched = [(k[0], k[1], frozenset(before[k].tags if k in before else ()) | frozenset(v.tags if v else ()))
+                            for k, v in changed.items()]
 
     # -- sessions ----------------------------------------------------------------------
 
