@@ -240,3 +240,20 @@ def measure_query(ctx: BenchContext) -> Sequence[Figure]:
         store.close()
         _drop_schema(ctx, schema)
     return latency_figures(f"{QUERY} ({rows:,} rows)", GROUP, rounds, QUERY_TARGETS if rows >= 1_000_000 else None)
+
+
+REBUILD = "replay rebuild memories"
+RAW_ARCHIVE_COPY = "PG COPY into the archive"
+REBUILD_TARGET = Target(">= 30k events/s", 30_000, "min")
+
+
+@measurement(REBUILD)
+def measure_rebuild(ctx: BenchContext) -> Sequence[Figure]:
+    """A full rebuild (shadow, replay from the archive, swap) against a COPY of the same events."""
+    from replay.bench import measure
+
+    rounds = ctx.rounds(REBUILD, lambda _: measure(ctx.settings, len(ctx.data)))
+    n = len(ctx.data)
+    return [throughput(RAW_ARCHIVE_COPY, "raw", n, [r.copy_s for r in rounds], note="the history, one COPY"),
+            throughput(REBUILD, GROUP, n, [r.rebuild_s for r in rounds], target=REBUILD_TARGET,
+                       baseline=RAW_ARCHIVE_COPY, note="replay.rebuild: shadow schema, replay, swap")]
