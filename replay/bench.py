@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -185,7 +186,7 @@ class CpuMeter:
                 for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
                                            (self.app,)).fetchall():
                     with contextlib.suppress(OSError, IndexError, ValueError):
-                        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                         self._ticks[pid] = max(self._ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
 
 
