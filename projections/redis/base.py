@@ -20,6 +20,7 @@ FencedOut, re-reads its checkpoints (now the new generation's) and continues the
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -58,7 +59,7 @@ def pipelined(client: redis.Redis, fill: Callable[[Any], object], what: str) -> 
     return call(run, what)
 
 
-class RedisProjection:
+class RedisProjection(ABC):
     """Base of the Redis read models; subclasses set `name`, `version`, `script`, `arguments`.
 
     Construct with a redis client, the namespace and partition count, and optionally a
@@ -89,9 +90,9 @@ class RedisProjection:
 
     # -- what a subclass provides -------------------------------------------------------
 
+    @abstractmethod
     def arguments(self, partition: int, events: Sequence[RecordedEvent]) -> list[Arg]:
         """The script's model-specific arguments (ARGV[5..]) for a batch: pure, no I/O."""
-        raise NotImplementedError
 
     # -- generations -------------------------------------------------------------------
 
