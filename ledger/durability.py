@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -24,13 +25,14 @@ class Persistence:
         return f"{aof}; RDB save {self.rdb_save or 'off'!r}"
 
 
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
 def read_persistence(client: redis.Redis) -> Persistence:
     try:
-        conf = {
-            str(k if isinstance(k, str) else k.decode()): (v if isinstance(v, str) else v.decode())
-            for k, v in client.config_get("*").items()
-            if (k if isinstance(k, str) else k.decode()) in ("appendonly", "appendfsync", "save")
-        }
+        reply: dict[Any, Any] = {**client.config_get("append*"), **client.config_get("save")}
+        conf = {_text(k): _text(v) for k, v in reply.items()}
     except redis.ResponseError as e:
         raise DurabilityError(
             f"cannot read the Redis persistence settings ({e}); the ledger must know that "

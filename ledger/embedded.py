@@ -77,8 +77,8 @@ def embedded_redis_url(home: Path) -> str:
 
 def embedded_database_url(home: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL and return its libpq URL."""
-    import pgserver  # imported late: only the embedded default needs it
+    from pgserver.postgres_server import get_server  # late: only the embedded default needs it
 
     with _locked(home / "pg.lock"):
-        server = pgserver.get_server(home / "pg", cleanup_mode=None)
+        server = get_server(home / "pg", cleanup_mode=None)
         return str(server.get_uri())

@@ -142,7 +142,7 @@ class RedisEventLog:
     def read(self, partition: int, after: str = "0-0", count: int = 1000, until: str = "+") -> list[RecordedEvent]:
         """Up to `count` events of one partition strictly after stream id `after`."""
         try:
-            entries = self.client.xrange(self.keys.stream(partition), f"({after}", until, count=count)
+            entries: Any = self.client.xrange(self.keys.stream(partition), f"({after}", until, count=count)
         except redis.ConnectionError as e:
             raise StoreUnavailable(f"Redis is unreachable: {e}") from e
         return [decode_entry(partition, sid, fields) for sid, fields in entries]
@@ -165,14 +165,14 @@ class RedisEventLog:
         streams = {self.keys.stream(p): sid for p, sid in cursors.items()}
         by_key = {self.keys.stream(p): p for p in cursors}
         try:
-            reply = self.client.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+            reply: Any = self.client.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise StoreUnavailable(f"Redis is unreachable: {e}") from e
         return [(by_key[_text(key)], _text(sid), fields) for key, entries in reply or [] for sid, fields in entries]
 
     def head(self, partition: int) -> str | None:
         """The id of the partition's newest entry, or None while it is empty."""
-        last = self.client.xrevrange(self.keys.stream(partition), count=1)
+        last: Any = self.client.xrevrange(self.keys.stream(partition), count=1)
         return _text(last[0][0]) if last else None
 
     def length(self, partition: int) -> int:

@@ -51,14 +51,14 @@ class LuaScript:
         try:
             for i in which:
                 keys, args = calls[i]
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
             for i in which:
                 try:
                     replies[i] = conn.read_response()
                 except redis.ResponseError as e:
                     replies[i] = e
         except BaseException:
-            conn.disconnect()  # replies may be left unread: never hand this connection out again
+            conn.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread: never hand this connection out again
             raise
         finally:
             pool.release(conn)

@@ -37,7 +37,7 @@ def _memory(rnd: random.Random, org: str, agent: str, n: int) -> StoreMemory:
     template, kind, tags, options = rnd.choice(FACTS)
     user = rnd.choice(USERS)
     return StoreMemory(
-        org_id=org, agent_id=agent, memory_id=f"demo-{org}-{agent}-{n}", memory_type=kind,  # type: ignore[arg-type]
+        org_id=org, agent_id=agent, memory_id=f"demo-{org}-{agent}-{n}", memory_type=kind,
         content=f"{user} {template.format(x=rnd.choice(options))}", tags=tuple(tags),
         importance=round(rnd.uniform(0.1, 1.0), 2), metadata={"user_id": user, "source": "demo"},
         idempotency_key=f"demo-store-{org}-{agent}-{n}")

@@ -56,7 +56,7 @@ def as_of(conn: psycopg.Connection, org_id: str, agent_id: str, at: datetime,
 def _filter(rows: list[dict[str, Any]], q: MemoryQuery) -> list[dict[str, Any]]:
     def keep(r: dict[str, Any]) -> bool:
         tags = set(r["tags"])
-        return ((not q.tags or (tags & set(q.tags) if q.match == "any" else tags >= set(q.tags)))
+        return bool((not q.tags or (tags & set(q.tags) if q.match == "any" else tags >= set(q.tags)))
                 and (q.min_importance is None or r["importance"] >= q.min_importance)
                 and (q.text is None or all(w.lower() in r["content"].lower() for w in q.text.split())))
 

@@ -48,7 +48,8 @@ class MemoryQuery:
 
     def sql(self) -> tuple[str, list[Any]]:
         """The SELECT for these filters (pure: no connection needed)."""
-        where, args = ["org_id = %s"], [self.org_id]
+        where: list[str] = ["org_id = %s"]
+        args: list[Any] = [self.org_id]
         optional: list[tuple[bool, str, Any]] = [
             (self.agent_id is not None, "agent_id = %s", self.agent_id),
             (bool(self.tags), "tags && %s" if self.match == "any" else "tags @> %s", list(self.tags)),

@@ -145,7 +145,12 @@ def _projector_process(redis_url: str, db_url: str, namespace: str, partitions: 
     log = RedisEventLog(redis.Redis.from_url(redis_url), namespace, partitions)
     projection = MemoriesProjection(db_url, schema)
     flag = threading.Event()
-    threading.Thread(target=lambda: (stop.wait(), flag.set()), daemon=True).start()
+
+    def relay() -> None:  # a multiprocessing Event cannot be handed to Projector.run
+        stop.wait()
+        flag.set()
+
+    threading.Thread(target=relay, daemon=True).start()
     Projector(log, projection, None, ProjectorOptions(block_ms=100)).run(flag)
     projection.close()
 
