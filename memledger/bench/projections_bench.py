@@ -303,3 +303,35 @@ def measure_rebuild(ctx: BenchContext) -> Sequence[Figure]:
     return [throughput(RAW_ARCHIVE_COPY, "raw", n, [r.copy_s for r in rounds], note="the history, one COPY"),
             throughput(REBUILD, GROUP, n, [r.rebuild_s for r in rounds], target=REBUILD_TARGET,
                        baseline=RAW_ARCHIVE_COPY, note="replay.rebuild: shadow schema, replay, swap")]
+
+
+def _redis_projector_once(ctx: BenchContext, kind: Any, index: int) -> float:
+    """The whole projector (read, decode, apply) of one Redis model, into a fresh key generation."""
+    projection = kind.open(ctx.settings, f"bench{index}")
+    try:
+        with Stopwatch() as watch:
+            stats = Projector(projection_log(ctx), projection, None,
+                              ProjectorOptions(batch=ctx.settings.projector_batch)).run(until_caught_up=True)
+    finally:
+        projection.drop()
+        projection.close()
+    if stats.applied != len(ctx.data):
+        raise AssertionError(f"{kind.name}: applied {stats.applied} events, expected {len(ctx.data)}")
+    return watch.seconds
+
+
+REDIS_PROJECTOR = "projector {name} (whole process)"
+REDIS_PROJECTOR_TARGET = Target(">= 40k events/s", 40_000, "min")
+
+
+@measurement("Redis projectors, whole process")
+def measure_redis_projectors(ctx: BenchContext) -> Sequence[Figure]:
+    from projections.redis import REDIS_PROJECTIONS
+
+    figures = []
+    for kind in REDIS_PROJECTIONS:
+        name = REDIS_PROJECTOR.format(name=kind.name)
+        seconds = ctx.rounds(name, lambda i, kind=kind: _redis_projector_once(ctx, kind, i))
+        figures.append(throughput(name, GROUP, len(ctx.data), seconds, target=REDIS_PROJECTOR_TARGET,
+                                  note="XREAD + decode + Lua apply, one process"))
+    return figures
