@@ -7,6 +7,7 @@ The data set is appended once to streams of its own inside the bench namespace
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import random
 import threading
@@ -331,7 +332,7 @@ def measure_redis_projectors(ctx: BenchContext) -> Sequence[Figure]:
     figures = []
     for kind in REDIS_PROJECTIONS:
         name = REDIS_PROJECTOR.format(name=kind.name)
-        seconds = ctx.rounds(name, lambda i, kind=kind: _redis_projector_once(ctx, kind, i))
+        seconds = ctx.rounds(name, functools.partial(_redis_projector_once, ctx, kind))
         figures.append(throughput(name, GROUP, len(ctx.data), seconds, target=REDIS_PROJECTOR_TARGET,
                                   note="XREAD + decode + Lua apply, one process"))
     return figures
