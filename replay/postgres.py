@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from alembic.script import ScriptDirectory
 
 from ledger.connections import connect_redis, database_url
 from ledger.errors import ConfigurationError, ProjectionError, StoreUnavailable
@@ -180,6 +179,8 @@ class PostgresShadow:
     def check_live_schema(self) -> None:
         """Refuse to build a shadow at a newer revision than the live schema (the swap would
         leave the live schema's alembic_version describing tables it no longer has)."""
+        from alembic.script import ScriptDirectory  # late: alembic is slow to import
+
         heads = set(ScriptDirectory.from_config(alembic_config(self.settings)).get_heads())
         try:
             rows = self.conn.execute(f"SELECT version_num FROM {_q(self.live_schema, 'alembic_version')}").fetchall()
