@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.live import Live
@@ -45,16 +47,16 @@ def projector_run(
     console.print(f"{projection}: applied {stats.applied} events, dead-lettered {stats.dead_lettered}")
 
 
-def lag_rows() -> list[PartitionLag]:
+@contextmanager
+def lag_source() -> Iterator[Callable[[], list[PartitionLag]]]:
+    """A function returning every projection's lag, on connections opened once (`up` polls it)."""
     log = open_log(settings())
-    rows: list[PartitionLag] = []
-    for name in PROJECTIONS:
-        projection = open_projection(name, settings())
-        try:
-            rows += partition_lag(log, projection)
-        finally:
+    projections = [open_projection(name, settings()) for name in PROJECTIONS]
+    try:
+        yield lambda: [lag for projection in projections for lag in partition_lag(log, projection)]
+    finally:
+        for projection in projections:
             projection.close()
-    return rows
 
 
 def lag_table(rows: list[PartitionLag]) -> Table:
@@ -66,7 +68,8 @@ def lag_table(rows: list[PartitionLag]) -> Table:
 
 def lag(json: bool = typer.Option(False, "--json")) -> None:
     """Show each projection's checkpoint, the partition head and the lag."""
-    rows = lag_rows()
+    with lag_source() as rows_now:
+        rows = rows_now()
     if json:
         print_json([vars(x) for x in rows])
     else:
@@ -81,10 +84,10 @@ def up(
     children = [subprocess.Popen([sys.executable, "-m", "memledger", "projector", "run", "-p", name])
                 for name in projection]
     try:
-        with Live(lag_table(lag_rows()), console=console, refresh_per_second=2) as live:
+        with lag_source() as rows_now, Live(lag_table(rows_now()), console=console, refresh_per_second=2) as live:
             while all(c.poll() is None for c in children):
                 time.sleep(1)
-                live.update(lag_table(lag_rows()))
+                live.update(lag_table(rows_now()))
         failed = [c.args for c in children if c.returncode not in (None, 0)]
         if failed:
             raise typer.Exit(1)

@@ -8,9 +8,9 @@ deltas. The checkpoint moves in the same transaction (see `PostgresProjection.ap
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -21,6 +21,7 @@ from ..fold import MEMORY_EVENTS, SESSION_EVENTS, AgentDelta, MemoryRow, Session
 from .base import PostgresProjection
 
 Key = tuple[str, str, str]  # org, agent, subject
+Row = TypeVar("Row", MemoryRow, SessionRow)
 MEMORY_COLUMNS = [f.name for f in fields(MemoryRow)]
 SESSION_COLUMNS = [f.name for f in fields(SessionRow)]
 _ARRAYS = {"tags", "memory_ids"}
@@ -63,12 +64,7 @@ class MemoriesProjection(PostgresProjection):
                         deltas: dict[tuple[str, str], AgentDelta]) -> None:
         before = _load(cur, "memories", MEMORY_COLUMNS, "memory_id", _needs_loading(events, "MemoryStored"),
                        MemoryRow)
-        after: dict[Key, MemoryRow | None] = dict(before)
-        for e in events:
-            key = (e.org_id, e.agent_id, e.subject_id)
-            was = after.get(key)
-            after[key] = fold_memory(was, e)
-            deltas[(e.org_id, e.agent_id)].count(e, was is not None, after[key] is not None)
+        after = _fold_all(events, before, fold_memory, deltas, counts_live=True)
         changed = {k: v for k, v in after.items() if v != before.get(k)}
         # A memory first stored in this batch has no row yet (the append script refuses a
         # second store of an id): a plain insert, cheaper than the upsert the others need.
@@ -88,11 +84,7 @@ class MemoriesProjection(PostgresProjection):
                         deltas: dict[tuple[str, str], AgentDelta]) -> None:
         before = _load(cur, "sessions", SESSION_COLUMNS, "session_id", _needs_loading(events, "SessionIngested"),
                        SessionRow)
-        after: dict[Key, SessionRow | None] = dict(before)
-        for e in events:
-            key = (e.org_id, e.agent_id, e.subject_id)
-            after[key] = fold_session(after.get(key), e)
-            deltas[(e.org_id, e.agent_id)].count(e, False, False)
+        after = _fold_all(events, before, fold_session, deltas, counts_live=False)
         rows = [v for k, v in after.items() if v is not None and v != before.get(k)]
         _write_rows(cur, "sessions", SESSION_COLUMNS, ["org_id", "agent_id", "session_id"], rows)
 
@@ -111,6 +103,18 @@ class MemoriesProjection(PostgresProjection):
             f" ON CONFLICT (org_id, agent_id) DO UPDATE SET {adds},"
             " first_event_at = LEAST(agent_stats.first_event_at, EXCLUDED.first_event_at),"
             " last_event_at = GREATEST(agent_stats.last_event_at, EXCLUDED.last_event_at)", rows)
+
+
+def _fold_all(events: list[Event], before: dict[Key, Row], fold: Callable[[Row | None, Event], Row | None],
+              deltas: dict[tuple[str, str], AgentDelta], counts_live: bool) -> dict[Key, Row | None]:
+    """Every subject's row after the batch, starting from `before`; agent counters on the way."""
+    after: dict[Key, Row | None] = dict(before)
+    for e in events:
+        key = (e.org_id, e.agent_id, e.subject_id)
+        was = after.get(key)
+        after[key] = fold(was, e)
+        deltas[(e.org_id, e.agent_id)].count(e, counts_live and was is not None, counts_live and after[key] is not None)
+    return after
 
 
 def _needs_loading(events: list[Event], creating_type: str) -> set[Key]:
