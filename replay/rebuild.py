@@ -26,7 +26,6 @@ the shadow's committed progress as they are.
 from __future__ import annotations
 
 import contextlib
-import gc
 import queue
 import threading
 import time
@@ -44,7 +43,7 @@ from ledger.errors import ConfigurationError, EventError, PoisonEvent, Projectio
 from ledger.events import RecordedEvent, stream_id_key
 from ledger.log import RedisEventLog
 from projections.base import FencedOut, Projection
-from projections.runtime import POISON
+from projections.runtime import POISON, fewer_collections
 
 from .postgres import advisory_locks
 from .target import Rebuildable
@@ -357,26 +356,6 @@ def rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = No
                 return _run(settings, log, target, plan, batch, report, started, done)
     finally:
         target.close()
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Collect cyclic garbage less often while replaying.
-
-    A batch keeps some hundred thousand objects alive (events, payloads, rows), and the
-    default thresholds make the collector walk them again every few hundred allocations:
-    that halved the rebuild's Python throughput. Events and rows form no reference
-    cycles, so collecting rarely costs little memory. Objects from before (modules,
-    validators) are frozen out of the collections for the duration.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 1000)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def _bulk_in_workers(settings: Settings, target: Rebuildable, plan: RebuildPlan, batch: int, report: Report | None,
