@@ -16,7 +16,8 @@
 --   op F  drop every entry of the subject named by the one argument ('m:<memory id>', n = 1):
 --         the memory was forgotten or expired
 --   Operations on one feed are in log order; different feeds are independent.
--- then pairs (channel, message): one notification per event, in log order
+-- then pairs (channel, message): one notification per event, in log order (sent only
+--   when ARGV[3] is not '': a rebuild publishes nothing)
 --
 -- Keys built from P (the same hash tag, so the same slot as KEYS[1]):
 --   P:f:<org>/<agent>   list   the agent's feed entries, newest first, at most ARGV[5]

@@ -112,10 +112,12 @@ class ActivityProjection(RedisProjection):
         ops: list[tuple[str, str, list[bytes]]] = []  # op, feed, arguments
         last: dict[str, int] = {}  # feed -> index of its latest operation
         notes: list[Arg] = []
+        publish = self.live  # a rebuild publishes nothing: its notifications are not even sent
         for r in events:
             e, body = r.event, entry(r)
             feed = f"{e.org_id}/{e.agent_id}"
-            notes += [channel(self.namespace, e.org_id), body]
+            if publish:
+                notes += [channel(self.namespace, e.org_id), body]
             if isinstance(e.data, ENDING):
                 last[feed] = len(ops)
                 ops.append(("F", feed, [mark(e)]))
