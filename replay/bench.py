@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import redis
 
 from ledger import Settings, open_log
 from ledger.connections import database_url
@@ -71,6 +72,12 @@ class Figures:
     @property
     def rebuild_rate(self) -> float:
         return self.events / self.rebuild_s
+
+    @property
+    def cpu_ceiling(self) -> float:
+        """The rate every core of this machine would reach at the CPU this rebuild spent per event."""
+        spent = self.python_cpu_s + self.postgres_cpu_s
+        return (os.cpu_count() or 1) * self.events / spent if spent else 0.0
 
 
 def history(n: int, partitions: int, seed: int = 0) -> list[Row]:
@@ -153,23 +160,29 @@ def namespace(base: Settings) -> Iterator[Settings]:
 
 
 class CpuMeter:
-    """CPU seconds of this process (and its workers) and of the PostgreSQL backends it talks to.
+    """CPU seconds of this process (and its workers), of the PostgreSQL backends it talks to
+    and, given a client, of the Redis server.
 
     The machine may be shared (CI, other work), so wall time alone misleads; CPU time
-    does not. Backends are found by application_name (PGAPPNAME, set for this process)
-    and read from /proc while they live, so it only works with PostgreSQL on this host.
+    does not, and it shows where a figure's ceiling is: N cores cannot run more than N
+    CPU-seconds a second. Backends are found by application_name (PGAPPNAME, set for this
+    process while the meter runs, so only connections opened inside it are counted) and
+    read from /proc while they live, so it only works with PostgreSQL on this host. The
+    Redis figure is the server's own account (INFO cpu), everything it did meanwhile.
     """
 
-    def __init__(self, settings: Settings):
-        self.settings, self.app = settings, f"replay-bench-{os.getpid()}"
-        os.environ["PGAPPNAME"] = self.app
+    def __init__(self, settings: Settings, redis_client: redis.Redis | None = None):
+        self.settings, self.app, self.redis = settings, f"replay-bench-{os.getpid()}", redis_client
         self._ticks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
-        self.python_s = self.postgres_s = 0.0
+        self.python_s = self.postgres_s = self.redis_s = 0.0
 
     def __enter__(self) -> CpuMeter:
+        self._previous_app = os.environ.get("PGAPPNAME")
+        os.environ["PGAPPNAME"] = self.app
         self._started = time.process_time() + _children_cpu()
+        self._redis_started = self._redis_cpu()
         self._thread.start()
         return self
 
@@ -178,16 +191,36 @@ class CpuMeter:
         self._thread.join()
         self.python_s = time.process_time() + _children_cpu() - self._started
         self.postgres_s = sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
+        self.redis_s = self._redis_cpu() - self._redis_started
+        if self._previous_app is None:
+            os.environ.pop("PGAPPNAME", None)
+        else:
+            os.environ["PGAPPNAME"] = self._previous_app
+
+    @property
+    def total_s(self) -> float:
+        return self.python_s + self.postgres_s + self.redis_s
+
+    def _redis_cpu(self) -> float:
+        if self.redis is None:
+            return 0.0
+        info: Any = self.redis.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     def _poll(self) -> None:
+        # Polled, not read once at the end: a backend's counters vanish with it.
         with psycopg.connect(database_url(self.settings), autocommit=True,
                              application_name="replay-bench-meter") as conn:
             while not self._stop.wait(0.1):
-                for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                                           (self.app,)).fetchall():
-                    with contextlib.suppress(OSError, IndexError, ValueError):
-                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                        self._ticks[pid] = max(self._ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
+                self._read_backends(conn)
+            self._read_backends(conn)
+
+    def _read_backends(self, conn: psycopg.Connection[Any]) -> None:
+        for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                   (self.app,)).fetchall():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                self._ticks[pid] = max(self._ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
 
 
 def _children_cpu() -> float:
@@ -215,12 +248,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'events':>10} {'raw COPY ev/s':>14} {'rebuild s':>10} {'rebuild ev/s':>13} {'µs/event':>9} "
-          f"{'vs COPY':>8} {'python CPU s':>13} {'postgres CPU s':>15}")
+          f"{'vs COPY':>8} {'python CPU s':>13} {'postgres CPU s':>15} {'CPU ceiling ev/s':>17}")
     for n in args.events:
         f = measure(Settings(), n, args.batch, args.workers)
         print(f"{f.events:>10,} {f.copy_rate:>14,.0f} {f.rebuild_s:>10.1f} {f.rebuild_rate:>13,.0f} "
               f"{1e6 * f.rebuild_s / f.events:>9.1f} {f.rebuild_rate / f.copy_rate:>8.2f} "
-              f"{f.python_cpu_s:>13.1f} {f.postgres_cpu_s:>15.1f}", flush=True)
+              f"{f.python_cpu_s:>13.1f} {f.postgres_cpu_s:>15.1f} {f.cpu_ceiling:>17,.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import redis
 from ledger import Settings
 from ledger.codec import decode_body
 from memledger.bench import BenchContext, Figure, Measurement, Target, build_dataset, run_benchmark, write_json
+from memledger.bench.figures import cpu_ceiling
 from memledger.bench.ledger_bench import LEDGER_APPEND, LEDGER_LATENCY
 from memledger.bench.raw import RAW_XADD
 from memledger.bench.sandbox import namespace_keys
@@ -56,6 +57,12 @@ def test_tiny_run_measures_every_figure_and_leaves_nothing(settings: Settings, r
     assert {"figures", "machine", "args", "dataset", "namespace", "started_at", "duration_s", "failed"} <= set(saved)
     assert {"cpu_count", "platform", "python", "redis_version", "postgres_version", "timestamp"} <= set(saved["machine"])
     assert saved["args"] == {"events": 300, "repeat": 2, "seed": 7, "partitions": settings.partitions, "query_rows": None}
+    # ... every projector's throughput comes with the CPU it spent per event, as a ceiling
+    names = {f.name for f in report.figures}
+    for rate in ("projector memories", "replay rebuild memories", "projector trending (whole process)"):
+        ceiling = report.result(f"{rate}, CPU ceiling").figure
+        assert f"{rate}, CPU ceiling" in names and ceiling.unit == "events/s"
+        assert ceiling.note.startswith("CPU per event: Python ") and " µs + " in ceiling.note, ceiling.note
     first = saved["figures"][0]
     assert {"name", "value", "unit", "target", "baseline", "ratio", "passed", "samples"} <= set(first)
     # ... and nothing of the run remains
@@ -100,6 +107,15 @@ def test_the_data_set_is_deterministic_and_encodes_its_commands() -> None:
         assert (event.subject_id, event.org_id, event.agent_id) == (
             command["memory_id"], command["org_id"], command["agent_id"])
     assert all(99 <= len(c["content"]) <= 400 for c in commands if c["type"] == "StoreMemory")
+
+
+def test_a_cpu_ceiling_is_what_every_core_could_do_at_the_measured_cost() -> None:
+    # Given two rounds of 1,000 events: 60 ms + 40 ms, then 50 ms + 50 ms of CPU (client + server)
+    figure = cpu_ceiling("p", "g", 1000, [(0.06, 0.04), (0.05, 0.05)], "PostgreSQL", cores=2)
+    # Then 100 µs per event on 2 cores caps the rate at 20,000 events/s
+    assert figure.name == "p, CPU ceiling" and figure.value == pytest.approx(20_000)
+    assert figure.samples == pytest.approx((20_000, 20_000))
+    assert figure.note == "CPU per event: Python 55.0 µs + PostgreSQL 45.0 µs, on 2 cores"
 
 
 def test_targets_apply_to_the_value_or_the_ratio() -> None:

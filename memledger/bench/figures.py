@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Direction", "Figure", "Target", "latency_figures", "percentile", "throughput"]
+__all__ = ["Direction", "Figure", "Target", "cpu_ceiling", "latency_figures", "percentile", "throughput"]
 
 Direction = Literal["min", "max"]  # the target is a floor (higher is better) or a ceiling
 
@@ -60,6 +60,21 @@ def throughput(name: str, group: str, count: int, seconds: Sequence[float], unit
     """A rate figure from the elapsed seconds of each repetition handling `count` items."""
     rates = tuple(count / s for s in seconds)
     return Figure(name, statistics.median(rates), unit, group, rates, target, baseline, note)
+
+
+def cpu_ceiling(name: str, group: str, count: int, rounds: Sequence[tuple[float, float]], server: str,
+                cores: int, target: Target | None = None) -> Figure:
+    """The rate `cores` would reach at the CPU a figure's rounds spent per event, every core busy.
+
+    Each round is (this process's CPU seconds, the server's CPU seconds) for `count`
+    events. No overlap or parallelism lifts a rate above this ceiling on this machine;
+    only spending less CPU per event does. The note splits the cost between the two.
+    """
+    ceilings = tuple(cores * count / (mine + theirs) for mine, theirs in rounds)
+    mine = statistics.median(r[0] for r in rounds) / count * 1e6
+    theirs = statistics.median(r[1] for r in rounds) / count * 1e6
+    note = f"CPU per event: Python {mine:.1f} µs + {server} {theirs:.1f} µs, on {cores} cores"
+    return Figure(f"{name}, CPU ceiling", statistics.median(ceilings), "events/s", group, ceilings, target, None, note)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import random
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -28,8 +30,9 @@ from projections.postgres.archive import ArchiveProjection
 from projections.postgres.base import PostgresProjection
 from projections.postgres.memories import MemoriesProjection
 from projections.query import MemoryStore
+from replay.bench import CpuMeter
 
-from .figures import Figure, Target, latency_figures, throughput
+from .figures import Figure, Target, cpu_ceiling, latency_figures, throughput
 from .ledger_bench import BATCH, accepted
 from .raw import RAW_COPY
 from .registry import BenchContext, Stopwatch, measurement
@@ -72,20 +75,38 @@ def _drop_schema(ctx: BenchContext, schema: str) -> None:
     ctx.pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _project_once(ctx: BenchContext, kind: type[PostgresProjection], index: int) -> float:
+@dataclass(frozen=True)
+class Round:
+    """One timed round of a projector: elapsed seconds and the CPU it took."""
+
+    seconds: float
+    python_s: float  # this process, all threads
+    server_s: float  # the PostgreSQL backends it used, or the Redis server
+
+
+def cpu_figure(ctx: BenchContext, name: str, rounds: Sequence[Round], server: str,
+               target: Target | None = None) -> Figure:
+    return cpu_ceiling(name, GROUP, len(ctx.data), [(r.python_s, r.server_s) for r in rounds], server,
+                       os.cpu_count() or 1, target)
+
+
+def _project_once(ctx: BenchContext, kind: type[PostgresProjection], index: int) -> Round:
     log = projection_log(ctx)
     schema = _fresh_schema(ctx, f"{kind.name}{index}")
-    projection = kind(ctx.database_url, schema)
     try:
-        with Stopwatch() as watch:
-            stats = Projector(log, projection, None, ProjectorOptions(batch=ctx.settings.projector_batch)).run(
-                until_caught_up=True)
+        with CpuMeter(ctx.settings) as cpu:  # the projection's connection opens inside: it is counted
+            projection = kind(ctx.database_url, schema)
+            try:
+                with Stopwatch() as watch:
+                    stats = Projector(log, projection, None, ProjectorOptions(batch=ctx.settings.projector_batch)).run(
+                        until_caught_up=True)
+            finally:
+                projection.close()
     finally:
-        projection.close()
         _drop_schema(ctx, schema)
     if stats.applied != len(ctx.data):
         raise AssertionError(f"{kind.name}: applied {stats.applied} events, expected {len(ctx.data)}")
-    return watch.seconds
+    return Round(watch.seconds, cpu.python_s, cpu.postgres_s)
 
 
 RAW_MEMORIES_COPY = "PG COPY into the memories read-model table"
@@ -121,21 +142,23 @@ def measure_memories_copy(ctx: BenchContext) -> Sequence[Figure]:
 
 @measurement(PROJECTOR_MEMORIES)
 def measure_memories_projector(ctx: BenchContext) -> Sequence[Figure]:
-    seconds = ctx.rounds(PROJECTOR_MEMORIES, lambda i: _project_once(ctx, MemoriesProjection, i))
+    rounds = ctx.rounds(PROJECTOR_MEMORIES, lambda i: _project_once(ctx, MemoriesProjection, i))
+    seconds = [r.seconds for r in rounds]
     note = f"batches of {ctx.settings.projector_batch}, from an empty read model"
     by_rate = throughput(PROJECTOR_MEMORIES, GROUP, len(ctx.data), seconds, target=MEMORIES_TARGETS[0],
                          baseline=RAW_COPY, note=note)
     by_ratio = throughput(f"{PROJECTOR_MEMORIES} vs COPY", GROUP, len(ctx.data), seconds,
                           target=MEMORIES_TARGETS[1], baseline=RAW_MEMORIES_COPY,
                           note="same rounds, against a COPY of the rows into the same table")
-    return [by_rate, by_ratio]
+    return [by_rate, by_ratio, cpu_figure(ctx, PROJECTOR_MEMORIES, rounds, "PostgreSQL", MEMORIES_TARGETS[0])]
 
 
 @measurement(PROJECTOR_ARCHIVE)
 def measure_archive_projector(ctx: BenchContext) -> Sequence[Figure]:
-    seconds = ctx.rounds(PROJECTOR_ARCHIVE, lambda i: _project_once(ctx, ArchiveProjection, i))
-    return [throughput(PROJECTOR_ARCHIVE, GROUP, len(ctx.data), seconds, baseline=RAW_COPY,
-                       note="every event body into event_archive")]
+    rounds = ctx.rounds(PROJECTOR_ARCHIVE, lambda i: _project_once(ctx, ArchiveProjection, i))
+    return [throughput(PROJECTOR_ARCHIVE, GROUP, len(ctx.data), [r.seconds for r in rounds], baseline=RAW_COPY,
+                       note="every event body into event_archive"),
+            cpu_figure(ctx, PROJECTOR_ARCHIVE, rounds, "PostgreSQL")]
 
 
 def _projector_process(redis_url: str, db_url: str, namespace: str, partitions: int, schema: str,
@@ -301,16 +324,18 @@ def measure_rebuild(ctx: BenchContext) -> Sequence[Figure]:
 
     rounds = ctx.rounds(REBUILD, lambda _: measure(ctx.settings, len(ctx.data)))
     n = len(ctx.data)
+    cpu = [Round(r.rebuild_s, r.python_cpu_s, r.postgres_cpu_s) for r in rounds]
     return [throughput(RAW_ARCHIVE_COPY, "raw", n, [r.copy_s for r in rounds], note="the history, one COPY"),
             throughput(REBUILD, GROUP, n, [r.rebuild_s for r in rounds], target=REBUILD_TARGET,
-                       baseline=RAW_ARCHIVE_COPY, note="replay.rebuild: shadow schema, replay, swap")]
+                       baseline=RAW_ARCHIVE_COPY, note="replay.rebuild: shadow schema, replay, swap"),
+            cpu_figure(ctx, REBUILD, cpu, "PostgreSQL", REBUILD_TARGET)]
 
 
-def _redis_projector_once(ctx: BenchContext, kind: Any, index: int) -> float:
+def _redis_projector_once(ctx: BenchContext, kind: Any, index: int) -> Round:
     """The whole projector (read, decode, apply) of one Redis model, into a fresh key generation."""
     projection = kind.open(ctx.settings, f"bench{index}")
     try:
-        with Stopwatch() as watch:
+        with CpuMeter(ctx.settings, ctx.redis) as cpu, Stopwatch() as watch:
             stats = Projector(projection_log(ctx), projection, None,
                               ProjectorOptions(batch=ctx.settings.projector_batch)).run(until_caught_up=True)
     finally:
@@ -318,7 +343,7 @@ def _redis_projector_once(ctx: BenchContext, kind: Any, index: int) -> float:
         projection.close()
     if stats.applied != len(ctx.data):
         raise AssertionError(f"{kind.name}: applied {stats.applied} events, expected {len(ctx.data)}")
-    return watch.seconds
+    return Round(watch.seconds, cpu.python_s, cpu.redis_s)
 
 
 REDIS_PROJECTOR = "projector {name} (whole process)"
@@ -332,7 +357,8 @@ def measure_redis_projectors(ctx: BenchContext) -> Sequence[Figure]:
     figures = []
     for kind in REDIS_PROJECTIONS:
         name = REDIS_PROJECTOR.format(name=kind.name)
-        seconds = ctx.rounds(name, functools.partial(_redis_projector_once, ctx, kind))
-        figures.append(throughput(name, GROUP, len(ctx.data), seconds, target=REDIS_PROJECTOR_TARGET,
-                                  note="XREAD + decode + Lua apply, one process"))
+        rounds = ctx.rounds(name, functools.partial(_redis_projector_once, ctx, kind))
+        figures.append(throughput(name, GROUP, len(ctx.data), [r.seconds for r in rounds],
+                                  target=REDIS_PROJECTOR_TARGET, note="XREAD + decode + Lua apply, one process"))
+        figures.append(cpu_figure(ctx, name, rounds, "Redis", REDIS_PROJECTOR_TARGET))
     return figures
