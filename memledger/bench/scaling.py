@@ -1,4 +1,4 @@
-"""How cost grows with history size: rebuild time and throughput at 10k, 100k (and 1M) events.
+"""How cost grows with history size: rebuild time and throughput at 10k, 100k (300k and 1M) events.
 
 Each size gets a namespace of its own (see `replay.bench.measure`): a seeded history is
 loaded into the archive with one COPY (the raw limit, timed) and the memories read model
@@ -15,7 +15,7 @@ from ledger import Settings
 from replay.bench import Figures, measure
 
 SIZES = (10_000, 100_000)
-LARGE_SIZES = (10_000, 100_000, 1_000_000)
+LARGE_SIZES = (10_000, 100_000, 300_000, 1_000_000)
 
 
 def run_scaling(settings: Settings, sizes: Sequence[int], workers: int = 1,
@@ -31,7 +31,9 @@ def run_scaling(settings: Settings, sizes: Sequence[int], workers: int = 1,
 
 def as_json(figures: Sequence[Figures]) -> list[dict[str, float]]:
     return [{"events": f.events, "copy_s": f.copy_s, "rebuild_s": f.rebuild_s, "copy_rate": f.copy_rate,
-             "rebuild_rate": f.rebuild_rate, "us_per_event": 1e6 * f.rebuild_s / f.events} for f in figures]
+             "rebuild_rate": f.rebuild_rate, "us_per_event": 1e6 * f.rebuild_s / f.events,
+             "python_cpu_s": f.python_cpu_s, "postgres_cpu_s": f.postgres_cpu_s, "cpu_ceiling": f.cpu_ceiling}
+            for f in figures]
 
 
 def chart(figures: Sequence[Figures], path: Path, title: str) -> None:

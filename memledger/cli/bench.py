@@ -23,12 +23,12 @@ def register(app: typer.Typer) -> None:
 
 
 def bench_scaling(
-    large: bool = typer.Option(False, "--large", help="Add the 1M-event size (about a minute or two more)."),
+    large: bool = typer.Option(False, "--large", help="Add the 300k and 1M-event sizes (several minutes more)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Rebuild worker processes."),
     chart_file: Path | None = typer.Option(None, "--chart", metavar="PNG", help="Write the chart here."),
     json_file: Path | None = typer.Option(None, "--json", metavar="FILE", help="Also write the figures as JSON."),
 ) -> None:
-    """Rebuild time and throughput against history size (10k, 100k; 1M with --large)."""
+    """Rebuild time and throughput against history size (10k, 100k; 300k and 1M with --large)."""
     import os
 
     from rich.table import Table
@@ -38,12 +38,14 @@ def bench_scaling(
     sizes = LARGE_SIZES if large else SIZES
     with sigterm_interrupts(), console.status("rebuilding") as status:
         figures = run_scaling(settings(), sizes, workers, lambda n: status.update(f"rebuilding {n:,} events"))
-    table = Table("events", "raw COPY ev/s", "rebuild s", "rebuild ev/s", "µs/event", "vs COPY",
+    table = Table("events", "raw COPY ev/s", "rebuild s", "rebuild ev/s", "µs/event", "vs COPY", "Python CPU s",
+                  "PostgreSQL CPU s", "CPU ceiling ev/s",
                   title=f"rebuild of memories, {workers} worker(s), load {os.getloadavg()[0]:.2f}")
     for row in as_json(figures):
         table.add_row(f"{row['events']:,.0f}", f"{row['copy_rate']:,.0f}", f"{row['rebuild_s']:.1f}",
                       f"{row['rebuild_rate']:,.0f}", f"{row['us_per_event']:.1f}",
-                      f"{row['rebuild_rate'] / row['copy_rate']:.2f}x")
+                      f"{row['rebuild_rate'] / row['copy_rate']:.2f}x", f"{row['python_cpu_s']:.1f}",
+                      f"{row['postgres_cpu_s']:.1f}", f"{row['cpu_ceiling']:,.0f}")
     console.print(table)
     if chart_file is not None:
         chart(figures, chart_file, f"memory-ledger rebuild scaling ({os.cpu_count()} cores)")
