@@ -167,15 +167,17 @@ class CpuMeter:
     does not, and it shows where a figure's ceiling is: N cores cannot run more than N
     CPU-seconds a second. Backends are found by application_name (PGAPPNAME, set for this
     process while the meter runs, so only connections opened inside it are counted) and
-    read from /proc while they live, so it only works with PostgreSQL on this host. The
-    Redis figure is the server's own account (INFO cpu), everything it did meanwhile.
+    read from /proc while they live, so it only works with PostgreSQL on this host; with
+    `postgres=False` (work that opens no backend) nothing is polled, so the meter adds no
+    queries and no thread to what it measures. The Redis figure is the server's own
+    account (INFO cpu), everything it did meanwhile.
     """
 
-    def __init__(self, settings: Settings, redis_client: redis.Redis | None = None):
+    def __init__(self, settings: Settings, redis_client: redis.Redis | None = None, postgres: bool = True):
         self.settings, self.app, self.redis = settings, f"replay-bench-{os.getpid()}", redis_client
         self._ticks: dict[int, int] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread = threading.Thread(target=self._poll, daemon=True) if postgres else None
         self.python_s = self.postgres_s = self.redis_s = 0.0
 
     def __enter__(self) -> CpuMeter:
@@ -183,12 +185,14 @@ class CpuMeter:
         os.environ["PGAPPNAME"] = self.app
         self._started = time.process_time() + _children_cpu()
         self._redis_started = self._redis_cpu()
-        self._thread.start()
+        if self._thread is not None:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self.python_s = time.process_time() + _children_cpu() - self._started
         self.postgres_s = sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
         self.redis_s = self._redis_cpu() - self._redis_started
@@ -196,10 +200,6 @@ class CpuMeter:
             os.environ.pop("PGAPPNAME", None)
         else:
             os.environ["PGAPPNAME"] = self._previous_app
-
-    @property
-    def total_s(self) -> float:
-        return self.python_s + self.postgres_s + self.redis_s
 
     def _redis_cpu(self) -> float:
         if self.redis is None:

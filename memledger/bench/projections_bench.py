@@ -335,7 +335,7 @@ def _redis_projector_once(ctx: BenchContext, kind: Any, index: int) -> Round:
     """The whole projector (read, decode, apply) of one Redis model, into a fresh key generation."""
     projection = kind.open(ctx.settings, f"bench{index}")
     try:
-        with CpuMeter(ctx.settings, ctx.redis) as cpu, Stopwatch() as watch:
+        with CpuMeter(ctx.settings, ctx.redis, postgres=False) as cpu, Stopwatch() as watch:
             stats = Projector(projection_log(ctx), projection, None,
                               ProjectorOptions(batch=ctx.settings.projector_batch)).run(until_caught_up=True)
     finally:
