@@ -29,8 +29,12 @@ __all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", 
            "check", "decide", "fold", "open_bus", "parse"]
 
 
-def open_bus(settings: Settings, tenant: str | None = None) -> CommandBus:
-    """A command bus on the configured ledger, rate-limited per org as configured."""
+def open_bus(settings: Settings, tenant: str | None = None, system: bool = False) -> CommandBus:
+    """A command bus on the configured ledger, rate-limited per org as configured.
+
+    `system=True` is for memory-ledger's own components only (workers, expiry, an
+    operator's retry): it also accepts the internal command types.
+    """
     log = open_log(settings)
     limiter = RateLimiter(log.client, log.keys, settings.rate_per_second, settings.rate_burst)
-    return CommandBus(log, limiter, tenant)
+    return CommandBus(log, limiter, tenant, system=system)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,7 +23,7 @@ from .models import COMMAND_ADAPTER, Command
 
 
 class Unauthorized(CommandError):
-    """The command names an organisation the sender may not write to."""
+    """The sender may not send this command: another org's, or one only the system sends."""
 
     code = "unauthorized"
 
@@ -32,13 +34,32 @@ def _utcnow() -> datetime:
 
 def describe_validation(error: ValidationError, title: str) -> str:
     """One line per failing field, e.g. `StoreMemory.content: String should have at most ...`."""
-    lines = []
-    for problem in error.errors():
-        loc = problem["loc"][1:] if problem["loc"][:1] == (title,) else problem["loc"]
-        where = ".".join(str(p) for p in loc) or "(command)"
-        message = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"{title}.{where}: {message}")
-    return "; ".join(lines)
+    return "; ".join(_describe(problem, title) for problem in error.errors(include_url=False))
+
+
+def _describe(problem: Any, title: str) -> str:
+    loc = problem["loc"][1:] if problem["loc"][:1] == (title,) else problem["loc"]
+    where = ".".join(str(p) for p in loc)
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "union_tag_invalid":
+        return f"unknown command type {problem['ctx']['tag']!r}; expected one of {problem['ctx']['expected_tags']}"
+    if problem["type"] == "union_tag_not_found":
+        return 'a command needs a "type" field, e.g. "type": "StoreMemory"'
+    if _PATHED.match(message) and (where == "" or message.startswith(where)):
+        return f"{title}.{message}"  # commands.storable names the path itself
+    if where == "":
+        return f"{title}: {message}"
+    if problem["type"].endswith("_type") or problem["type"] in ("literal_error", "string_pattern_mismatch"):
+        message += f" (got {_preview(problem.get('input'))})"
+    return f"{title}.{where}: {message}"
+
+
+_PATHED = re.compile(r"^[a-z_]+(\.|\[|:| key )")
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse(raw: Command | Mapping[str, Any]) -> Command:
@@ -53,12 +74,28 @@ def parse(raw: Command | Mapping[str, Any]) -> Command:
         raise InvalidCommand(describe_validation(e, title)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A command that passed validation and authorization, encoded for the append script."""
+
+    index: int  # its place in the caller's batch
+    org_id: str
+    append: Append
+
+
 class CommandBus:
-    """Accepts commands for the ledger. `tenant`, when set, is the only org it may write to."""
+    """Accepts commands for the ledger.
+
+    Parameters:
+        tenant: when set, the only org this bus may write to.
+        system: True for the system's own components (workers, the expiry job, an
+            operator's retry); only such a bus accepts the internal command types
+            (those whose `system_only` is True). An agent's bus rejects them.
+    """
 
     def __init__(self, log: RedisEventLog, limiter: RateLimiter | None = None, tenant: str | None = None,
-                 clock: Callable[[], datetime] = _utcnow):
-        self.log, self.limiter, self.tenant, self.clock = log, limiter, tenant, clock
+                 clock: Callable[[], datetime] = _utcnow, system: bool = False):
+        self.log, self.limiter, self.tenant, self.clock, self.system = log, limiter, tenant, clock, system
 
     def send(self, command: Command | Mapping[str, Any]) -> Receipt:
         """Append one command; raises its `CommandError` if it is not accepted."""
@@ -68,40 +105,59 @@ class CommandBus:
         return outcome
 
     def send_many(self, commands: Sequence[Command | Mapping[str, Any]]) -> list[Outcome]:
-        """Append many commands in one round trip; one outcome (receipt or error) each."""
+        """Append many commands in one round trip; one outcome (receipt or error) each.
+
+        A command that is not accepted never costs another one its place: each gets its
+        own outcome, in input order.
+        """
         outcomes: list[Outcome | None] = [None] * len(commands)
-        accepted: list[tuple[int, Command]] = []
+        ready: list[_Ready] = []
         for index, raw in enumerate(commands):
             try:
-                accepted.append((index, self._admit(raw)))
+                command = self._admit(raw)
+                ready.append(_Ready(index, command.org_id, self._prepare_one(command)))
             except CommandError as e:
                 outcomes[index] = e
-        accepted = self._rate_limit(accepted, outcomes)
-        appends = [self.prepare(command) for _, command in accepted]
-        for (index, _), outcome in zip(accepted, self.log.append_many(appends) if appends else []):
-            outcomes[index] = outcome
+        ready = self._rate_limit(ready, outcomes)
+        appended = self.log.append_many([r.append for r in ready]) if ready else []
+        for item, outcome in zip(ready, appended):
+            outcomes[item.index] = outcome
         return [o for o in outcomes if o is not None]
 
     def _admit(self, raw: Command | Mapping[str, Any]) -> Command:
         command = parse(raw)
+        if command.system_only and not self.system:
+            raise Unauthorized(f"{type(command).__name__} is sent only by memory-ledger's own workers and operators, "
+                               "never by an agent")
         if self.tenant is not None and command.org_id != self.tenant:
             raise Unauthorized(f"this sender may write to org {self.tenant!r} only, not {command.org_id!r}")
         return command
 
-    def _rate_limit(self, accepted: list[tuple[int, Command]], outcomes: list[Outcome | None]) -> list[tuple[int, Command]]:
-        if self.limiter is None or not accepted:
-            return accepted
-        grants = self.limiter.take(Counter(c.org_id for _, c in accepted))
-        passed: list[tuple[int, Command]] = []
+    def _prepare_one(self, command: Command) -> Append:
+        try:
+            return self.prepare(command)
+        except (TypeError, ValueError) as e:  # orjson's encode errors are TypeErrors
+            # Validation should have refused it; if it did not, this command alone fails.
+            raise InvalidCommand(f"{type(command).__name__} cannot be encoded as an event: {e}") from e
+
+    def _rate_limit(self, ready: list[_Ready], outcomes: list[Outcome | None]) -> list[_Ready]:
+        """The commands the org's rate allows. A retry of an already accepted command (its
+        idempotency key is known) gets its original receipt even when the org is over its
+        rate: it appends nothing, and refusing it would make a client retry forever."""
+        if self.limiter is None or not ready:
+            return ready
+        grants = self.limiter.take(Counter(r.org_id for r in ready))
+        passed: list[_Ready] = []
+        refused: list[_Ready] = []
         used: Counter[str] = Counter()
-        for index, command in accepted:
-            granted, retry_after = grants[command.org_id]
-            used[command.org_id] += 1
-            if used[command.org_id] <= granted:
-                passed.append((index, command))
-            else:
-                outcomes[index] = RateLimited(
-                    f"org {command.org_id!r} is over its rate limit; retry in {retry_after:.3f}s", retry_after)
+        for item in ready:
+            used[item.org_id] += 1
+            (passed if used[item.org_id] <= grants[item.org_id][0] else refused).append(item)
+        originals = self.log.original_receipts([r.append for r in refused]) if refused else []
+        for item, original in zip(refused, originals):
+            retry_after = grants[item.org_id][1]
+            outcomes[item.index] = original or RateLimited(
+                f"org {item.org_id!r} is over its rate limit; retry in {retry_after:.3f}s", retry_after)
         return passed
 
     def prepare(self, command: Command) -> Append:

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import UUID
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
 
 from ledger.events import MemoryType, Message
 from ledger.ids import new_id
+
+from .storable import check_storable, check_timestamp
 
 MAX_CONTENT = 32_768
 MAX_METADATA_BYTES = 8_192
@@ -20,30 +32,30 @@ MAX_TRANSCRIPT_BYTES = 1_048_576
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$", to_lower=True)]
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("text may not contain NUL characters (\\x00)")
+Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT, strip_whitespace=True)]
+# Scalars are strict: `true` is not an importance, "0.5" is not a number, 1.0 is not a version.
+Importance = Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Count = Annotated[int, Strict(), Field(ge=0)]
+Flag = Annotated[bool, Strict()]
+
+
+def _iso_text(value: object) -> object:
+    """A timestamp arrives as a datetime or ISO 8601 text; a bare number is refused, not read
+    as seconds since 1970."""
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("expected an ISO 8601 timestamp such as 2026-01-31T12:00:00Z")
     return value
 
 
-Content = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTENT, strip_whitespace=True),
-                    AfterValidator(_no_nul)]
-Importance = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamp needs a timezone, e.g. 2026-01-31T12:00:00Z")
-    if not datetime(2000, 1, 1, tzinfo=timezone.utc) <= value <= datetime(2200, 1, 1, tzinfo=timezone.utc):
-        raise ValueError("timestamp must lie between 2000 and 2200")
-    return value.astimezone(timezone.utc)
+def _uuid_text(value: object) -> object:
+    if not isinstance(value, (str, UUID)):
+        raise ValueError("expected a UUID in text form")
+    return value
 
 
 def _small_json(value: dict[str, Any]) -> dict[str, Any]:
-    encoded = orjson.dumps(value)
-    if b"\\u0000" in encoded:
-        raise ValueError("metadata may not contain NUL characters (\\u0000)")
-    size = len(encoded)
+    check_storable(value, "metadata")
+    size = len(orjson.dumps(value))
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     return value
@@ -53,7 +65,8 @@ def _unique(tags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tags))
 
 
-Timestamp = Annotated[datetime, AfterValidator(_aware)]
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(check_timestamp)]
+Uuid = Annotated[UUID, BeforeValidator(_uuid_text)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_small_json)]
 Tags = Annotated[tuple[Tag, ...], Field(max_length=MAX_TAGS), AfterValidator(_unique)]
 
@@ -62,14 +75,24 @@ class Command(BaseModel):
     """Fields every command carries."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    #: True for the internal commands that only the system's own components send
+    #: (workers, the expiry job, an operator's retry); an agent's bus rejects them.
+    system_only: ClassVar[bool] = False
 
     org_id: Id
     agent_id: Id
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    expected_version: Annotated[int, Field(ge=0)] | None = None
+    expected_version: Count | None = None
     actor: Annotated[str, StringConstraints(max_length=200)] | None = None
-    correlation_id: UUID | None = None
-    causation_id: UUID | None = None
+    correlation_id: Uuid | None = None
+    causation_id: Uuid | None = None
+
+    @model_validator(mode="after")
+    def _storable(self) -> Command:
+        # Every value of every command, whatever its field: see commands.storable.
+        for name, value in self.__dict__.items():
+            check_storable(value, name)
+        return self
 
 
 class StoreMemory(Command):
@@ -91,7 +114,7 @@ class UpdateMemory(Command):
     importance: Importance | None = None
     metadata: Metadata | None = None
     expires_at: Timestamp | None = None
-    clear_expiry: bool = False
+    clear_expiry: Flag = False
 
     @model_validator(mode="after")
     def _changes_something(self) -> UpdateMemory:
@@ -136,9 +159,7 @@ class IngestSession(Command):
 
     @model_validator(mode="after")
     def _bounded(self) -> IngestSession:
-        if any("\x00" in m.content for m in self.transcript):
-            raise ValueError("transcript messages may not contain NUL characters (\\x00)")
-        size = sum(len(m.content.encode()) for m in self.transcript)
+        size = sum(len(m.content.encode("utf-8", "surrogatepass")) for m in self.transcript)
         if size > MAX_TRANSCRIPT_BYTES:
             raise ValueError(f"transcript is {size} bytes; the limit is {MAX_TRANSCRIPT_BYTES}")
         return self
@@ -148,6 +169,7 @@ class SummarizeSession(Command):
     """The worker's result for a session: its summary and the memories extracted from it."""
 
     type: Literal["SummarizeSession"] = "SummarizeSession"
+    system_only: ClassVar[bool] = True
     session_id: Id
     summary: Content
     memory_ids: Annotated[tuple[Id, ...], Field(max_length=1000)] = ()
@@ -158,17 +180,19 @@ class MarkSessionFailed(Command):
     """Extraction of a session kept failing; `error` says why (shown by `memledger worker status`)."""
 
     type: Literal["MarkSessionFailed"] = "MarkSessionFailed"
+    system_only: ClassVar[bool] = True
     session_id: Id
     error: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
-    attempts: Annotated[int, Field(ge=1)]
+    attempts: Annotated[int, Strict(), Field(ge=1)]
 
 
 class RetrySession(Command):
     """Process a (failed) session again, from its SessionIngested event."""
 
     type: Literal["RetrySession"] = "RetrySession"
+    system_only: ClassVar[bool] = True
     session_id: Id
-    ingest_event_id: UUID
+    ingest_event_id: Uuid
     ingest_stream_id: Annotated[str, StringConstraints(pattern=r"^[0-9]+-[0-9]+$")]
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
@@ -177,6 +201,7 @@ class ExpireMemory(Command):
     """End a memory whose `expires_at` has passed (sent by the periodic expiry job)."""
 
     type: Literal["ExpireMemory"] = "ExpireMemory"
+    system_only: ClassVar[bool] = True
     memory_id: Id
     expires_at: Timestamp
 
@@ -185,8 +210,9 @@ class PurgeTranscript(Command):
     """Drop a session's raw transcript from the read models (retention); the log keeps it."""
 
     type: Literal["PurgeTranscript"] = "PurgeTranscript"
+    system_only: ClassVar[bool] = True
     session_id: Id
-    retention_days: Annotated[int, Field(ge=0, le=36_500)]
+    retention_days: Annotated[int, Strict(), Field(ge=0, le=36_500)]
 
 
 AnyCommand = Annotated[

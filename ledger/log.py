@@ -60,6 +60,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _stored_receipt(partition: int, value: bytes | None) -> Receipt | None:
+    """A receipt as append.lua stores it under an idempotency key: "stream id|version|event ids"."""
+    if value is None:
+        return None
+    stream_id, version, ids = _text(value).split("|", 2)
+    return Receipt(partition, stream_id, int(version), tuple(ids.split(",")) if ids else (), duplicate=True)
+
+
 class RedisEventLog:
     """The partitioned ledger. Appends never trim; reads decode and upcast."""
 
@@ -116,6 +124,23 @@ class RedisEventLog:
                      1 if idem else 0, ",".join(item.event_ids) if idem else "", len(item.bodies)]
             args += item.bodies
         return keys, args
+
+    def original_receipts(self, items: Sequence[Append]) -> list[Receipt | None]:
+        """The receipt each item's idempotency key already holds (None: no key, or unseen).
+
+        Read-only, one round trip; the append script stays the authority (a key seen
+        here may expire before an append, which then simply appends).
+        """
+        keyed = [item for item in items if item.idempotency_key is not None]
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for item in keyed:
+                    pipe.get(item.idempotency_key)  # type: ignore[arg-type]
+                values = iter(pipe.execute())
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise StoreUnavailable(f"Redis is unreachable: {e}") from e
+        return [None if item.idempotency_key is None else _stored_receipt(item.partition, next(values))
+                for item in items]
 
     @staticmethod
     def _outcome(partition: int, item: Append, answer: list[bytes]) -> Outcome:

@@ -140,11 +140,11 @@ def test_send_reports_rate_limits_with_retry_after(env: Env) -> None:
     ("\n\n", []),
 ])
 def test_read_commands(text: str, expected: list[tuple[int, Any]]) -> None:
-    assert list(read_commands(text.splitlines(keepends=True))) == expected
+    assert list(read_commands(text.encode().splitlines(keepends=True))) == expected
 
 
 def test_read_commands_keeps_going_after_a_broken_first_line() -> None:
-    items = list(read_commands(['{"a": \n', '{"b": 2}\n']))
+    items = list(read_commands([b'{"a": \n', b'{"b": 2}\n']))
 
     assert [n for n, _ in items] == [1, 2]
     assert items[1][1] == {"b": 2}

@@ -6,13 +6,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
-import orjson
 import psycopg
 import typer
 
-from commands import CommandBus, open_bus
+from commands import CommandBus, open_bus, wire
 from ledger.connections import database_url
 from ledger.errors import CommandError, InvalidCommand, LedgerError, RateLimited, VersionConflict
+from ledger.ids import new_id
 from ledger.log import Outcome, Receipt
 
 from projections.postgres.base import connect
@@ -22,6 +22,8 @@ from .common import print_json, settings
 BATCH_SIZE = 500
 EXIT_REJECTED = CommandError.exit_code  # 2: at least one command was not accepted
 
+# Commands that create a subject: its id field, and the prefix of an id made up for it.
+NEW_SUBJECTS = {"StoreMemory": ("memory_id", "mem"), "IngestSession": ("session_id", "ses")}
 # A numbered input line: the command's JSON object, or why it is not one.
 Item = tuple[int, dict[str, Any] | InvalidCommand]
 
@@ -32,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
 
 def send(
-    source: typer.FileText = typer.Argument(
+    source: typer.FileBinaryRead = typer.Argument(
         "-", metavar="[FILE|-]", help="JSON lines (or one JSON object); '-' or nothing reads stdin."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per command."),
 ) -> None:
@@ -40,18 +42,32 @@ def send(
 
     Exits 0 when every command was accepted (duplicates included), 2 when any was rejected.
     """
+    send_lines(source, as_json)
+
+
+def send_lines(source: Iterable[bytes], as_json: bool, only: str | None = None) -> None:
+    """Send every command of `source` and print one outcome per command, in input order.
+
+    A line that is not a command (not UTF-8, not JSON, not valid) gets its own error and
+    costs no other line anything. `only` names the one command type accepted (its lines
+    may then leave out `type`), as `memledger session ingest` does.
+    """
     bus = open_bus(settings())
     positions = QueuePositions(bus)
     total = rejected = 0
-    for batch in batches(read_commands(source), BATCH_SIZE):
-        kinds = {number: value.get("type") for number, value in batch if isinstance(value, dict)}
-        for number, outcome in send_batch(bus, batch):
-            total, rejected = total + 1, rejected + isinstance(outcome, CommandError)
-            extra = {}
-            if kinds.get(number) == "IngestSession" and isinstance(outcome, Receipt):
-                extra["queue_position"] = positions.of(outcome)
-            emit(number, outcome, as_json, extra)
-    positions.close()
+    try:
+        for batch in batches(read_commands(source, only), BATCH_SIZE):
+            sent = {number: value for number, value in batch if isinstance(value, dict)}
+            for number, outcome in send_batch(bus, batch):
+                total, rejected = total + 1, rejected + isinstance(outcome, CommandError)
+                extra = {}
+                if isinstance(outcome, Receipt):
+                    extra = subject_of(sent[number])
+                    if sent[number].get("type") == "IngestSession":
+                        extra["queue_position"] = positions.of(outcome)
+                emit(number, outcome, as_json, extra)
+    finally:
+        positions.close()
     if not as_json:
         typer.echo(f"{total - rejected} accepted, {rejected} rejected", err=True)
     if rejected:
@@ -61,38 +77,52 @@ def send(
 # -- input ---------------------------------------------------------------------------
 
 
-def parse_line(number: int, text: str) -> Item:
+def parse_line(number: int, data: bytes, only: str | None = None) -> Item:
     """One input line as a command object, or an `invalid` error saying why not."""
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        return number, InvalidCommand(f"not valid JSON: {e}")
+        value = wire.loads(data)
+    except InvalidCommand as e:
+        return number, e
     if not isinstance(value, dict):
         return number, InvalidCommand(
             f"expected a JSON object with a `type` field, got a JSON {type(value).__name__}")
+    if only is not None:
+        value.setdefault("type", only)
+        if value["type"] != only:
+            return number, InvalidCommand(f"expected an {only}, got a {value['type']!r}")
+    if value.get("type") in NEW_SUBJECTS:
+        # Name a new memory or session here, so the outcome line can say which id it got.
+        field, prefix = NEW_SUBJECTS[value["type"]]
+        value.setdefault(field, new_id(prefix))
     return number, value
 
 
-def read_commands(lines: Iterable[str]) -> Iterator[Item]:
+def subject_of(command: dict[str, Any]) -> dict[str, Any]:
+    """The id of the memory or session a store or ingest created, for its outcome line."""
+    field = NEW_SUBJECTS.get(str(command.get("type")), ("", ""))[0]
+    return {field: command[field]} if field in command else {}
+
+
+def read_commands(lines: Iterable[bytes], only: str | None = None) -> Iterator[Item]:
     """Commands from JSON lines, or from a single JSON object spread over several lines.
 
     Lines are read lazily, so a long stream starts appending before it ends; only a
     first line that is not JSON on its own makes us read the rest to try it as one object.
     """
-    numbered: Iterator[tuple[int, str]] = ((n, text) for n, text in enumerate(lines, 1) if text.strip())
+    numbered: Iterator[tuple[int, bytes]] = ((n, data) for n, data in enumerate(lines, 1) if data.strip())
     first = next(numbered, None)
     if first is None:
         return
-    item = parse_line(*first)
-    if isinstance(item[1], InvalidCommand) and first[1].lstrip().startswith("{"):
+    item = parse_line(*first, only)
+    if isinstance(item[1], InvalidCommand) and first[1].lstrip().startswith(b"{"):
         rest = list(numbered)
-        whole = parse_line(first[0], first[1] + "".join(text for _, text in rest))
+        whole = parse_line(first[0], first[1] + b"".join(data for _, data in rest), only)
         if not isinstance(whole[1], InvalidCommand):
             yield whole
             return
         numbered = iter(rest)
     yield item
-    yield from (parse_line(n, text) for n, text in numbered)
+    yield from (parse_line(n, data, only) for n, data in numbered)
 
 
 def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -148,12 +178,17 @@ def emit(number: int, outcome: Outcome, as_json: bool, extra: dict[str, Any] | N
 
 class QueuePositions:
     """Where an ingested session stands in the processing queue (None when that cannot be told,
-    e.g. the read-model database is not migrated yet: the session is still in the ledger)."""
+    e.g. the read-model database is not migrated yet: the session is still in the ledger).
+
+    Sessions sent by one run count as queued in input order: one batch appends them in the
+    same millisecond on different partitions, where stream ids alone cannot order them.
+    """
 
     def __init__(self, bus: CommandBus):
         self.bus, self.broken = bus, False
         self.queue: Any = None
         self.conn: psycopg.Connection[Any] | None = None
+        self.last = -1
 
     def of(self, receipt: Receipt) -> int | None:
         if self.broken:
@@ -164,7 +199,8 @@ class QueuePositions:
 
                 self.conn = connect(database_url(settings()), settings().db_schema, autocommit=True)
                 self.queue = SessionQueue(self.bus, self.conn)
-            return int(self.queue.position(receipt))
+            self.last = max(int(self.queue.position(receipt)), self.last + 1)
+            return self.last
         except (psycopg.Error, LedgerError):
             self.broken = True
             return None
