@@ -56,7 +56,7 @@ def _replayed_digests(settings: Settings) -> dict[str, tuple[int, str]]:
 
 def test_expiry_and_retention_are_events_the_read_model_follows_and_a_replay_agrees(settings: Settings) -> None:
     migrate.upgrade(settings)
-    bus = open_bus(settings)
+    bus = open_bus(settings, system=True)  # the maintenance job's bus
     # Given sessions ingested 40 days ago and today, and memories past, before and without their expiry
     old_bus = CommandBus(bus.log, clock=lambda: NOW - timedelta(days=40))
     _send(old_bus, list(sessions(3, prefix="old")))
@@ -99,7 +99,7 @@ def test_expiry_and_retention_are_events_the_read_model_follows_and_a_replay_agr
 
 def test_an_expired_memory_takes_no_further_changes(settings: Settings) -> None:
     migrate.upgrade(settings)
-    bus = open_bus(settings)
+    bus = open_bus(settings, system=True)
     bus.send(_memory("m", NOW - timedelta(seconds=1)))
     run_projection(settings, "memories", until_caught_up=True)
     with connect(database_url(settings), settings.db_schema, autocommit=True) as conn:

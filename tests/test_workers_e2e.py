@@ -241,7 +241,7 @@ def test_a_session_that_keeps_failing_is_marked_failed_visible_in_status_and_ret
         worker.stop()
         # When the extractor is fixed and the sessions are retried by command
         fixed = workers(fast(settings))
-        queue = SessionQueue(open_bus(settings), conn)
+        queue = SessionQueue(open_bus(settings, system=True), conn)  # an operator's retry
         for c in items:
             queue.retry(c.org_id, c.session_id, reason="extractor fixed")
         watcher.wait("SessionSummarized", 2, log_file=tmp_path / "worker.log")

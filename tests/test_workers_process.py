@@ -70,7 +70,7 @@ class World:
 def world(settings: Settings, redis_client: redis.Redis) -> Iterator[World]:
     migrate.upgrade(settings)
     with connect(database_url(settings), settings.db_schema, autocommit=True) as conn:
-        world = World(settings, open_bus(settings), conn, redis_client, [])
+        world = World(settings, open_bus(settings, system=True), conn, redis_client, [])  # the workers' bus
         yield world
         for processor in world.processors:
             processor.close()

@@ -60,7 +60,9 @@ RETRIES: dict[str, Any] = {"max_retries": settings.worker_max_retries, "min_back
 
 @cache
 def _processor() -> SessionProcessor:
-    return SessionProcessor(open_bus(settings), make_extractor(settings), ArchiveReader(settings))
+    # A system bus: the workers send SummarizeSession, MarkSessionFailed, ExpireMemory and
+    # PurgeTranscript, which an agent's bus refuses.
+    return SessionProcessor(open_bus(settings, system=True), make_extractor(settings), ArchiveReader(settings))
 
 
 def processor() -> SessionProcessor:

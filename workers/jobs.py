@@ -42,7 +42,12 @@ class Job:
 
 
 def job_for(record: RecordedEvent) -> Job | None:
-    """The job an event asks for, if any (pure)."""
+    """The job an event asks for, if any (pure).
+
+    The job's org, agent, session and partition are always those of the asking event's
+    envelope; a retry's payload only names the ingest event, which the worker then reads
+    only if it is of that same org and agent (see `workers.process`).
+    """
     e, position = record.event, record.position
     if isinstance(e.data, ev.SessionIngested):
         ingest_stream_id, ingest_event_id = position.stream_id, str(e.event_id)

@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 
 class PermanentFailure(LedgerError):
-    """The job can never succeed (its ingest event is gone or is not a session's); not retried."""
+    """The job can never succeed (its ingest event is gone, not a session's, or another org's); not retried."""
 
 
 class ArchiveReader:
@@ -75,8 +75,10 @@ class ArchiveReader:
             self._local.conn = None  # reconnect on the next call; this one is retried by dramatiq
             raise
 
-    def archived(self, event_id: str) -> ev.Event | None:
-        row = self._one("SELECT subject_version, body::text FROM event_archive WHERE event_id = %s", (event_id,))
+    def archived(self, event_id: str, org_id: str, agent_id: str) -> ev.Event | None:
+        """Event `event_id` if it is one of `org_id`/`agent_id`'s: another org's reads as missing."""
+        row = self._one("SELECT subject_version, body::text FROM event_archive"
+                        " WHERE event_id = %s AND org_id = %s AND agent_id = %s", (event_id, org_id, agent_id))
         return None if row is None else from_dict(orjson.loads(row[1]), int(row[0]))
 
 
@@ -123,16 +125,22 @@ class SessionProcessor:
         return bool(log.client.hexists(log.keys.subjects(job.partition), summary_marker(job)))
 
     def ingest_event(self, job: Job) -> ev.Event:
-        """The job's SessionIngested event: from the stream, or the archive once trimmed."""
+        """The job's SessionIngested event: from the stream, or the archive once trimmed.
+
+        A retry's job names its ingest event by ids taken from a command, so the event must
+        also be of the job's org and agent (those come from the envelope of the event that
+        asked for the job). Another org's event reads exactly as a missing one: it is never
+        extracted, and the failure recorded on the job's session says nothing about it.
+        """
         log = self.bus.log
         entries = cast(list[Any], log.client.xrange(log.keys.stream(job.partition), job.ingest_stream_id,
                                                     job.ingest_stream_id))
         event = decode_entry(job.partition, *entries[0]).event if entries else None
         if event is None and self.archive is not None:
-            event = self.archive.archived(job.ingest_event_id)
-        if event is None or str(event.event_id) != job.ingest_event_id:
-            raise PermanentFailure(f"session {job.session_id}: event {job.ingest_event_id} is not at "
-                                   f"{job.partition}/{job.ingest_stream_id} nor in the archive")
+            event = self.archive.archived(job.ingest_event_id, job.org_id, job.agent_id)
+        if event is None or not _belongs(event, job):
+            raise PermanentFailure(f"session {job.session_id}: no event {job.ingest_event_id} of {job.org_id}/"
+                                   f"{job.agent_id} at {job.partition}/{job.ingest_stream_id} nor in the archive")
         if not isinstance(event.data, ev.SessionIngested) or event.subject_id != job.session_id:
             raise PermanentFailure(f"event {job.ingest_event_id} is a {event.type} of {event.subject_id}, "
                                    f"not the ingest of session {job.session_id}")
@@ -146,6 +154,11 @@ class SessionProcessor:
         first = outcomes[0]
         assert isinstance(first, Receipt)
         return first
+
+
+def _belongs(event: ev.Event, job: Job) -> bool:
+    """Is `event` the one the job names, and of the job's own org and agent?"""
+    return (str(event.event_id), event.org_id, event.agent_id) == (job.ingest_event_id, job.org_id, job.agent_id)
 
 
 def within_rate(action: Callable[[], T], waits: int, sleep: Callable[[float], None] = time.sleep) -> T:

@@ -17,20 +17,17 @@ import threading
 from datetime import datetime
 from typing import Any
 
-import orjson
 import typer
 from rich.table import Table
 
 from commands import open_bus
-from commands.bus import parse
-from commands.models import IngestSession
 from ledger import open_log
-from ledger.errors import InvalidCommand
 from projections import open_memory_store
 from projections.hierarchy import LEVELS, HierarchyQuery, Level, hierarchy, session_tree
 from projections.postgres import migrate as migrations
 
 from . import analysts
+from .agents import send_lines
 from .common import console, print_json, settings
 
 worker_app = typer.Typer(help="Background processing: run the dramatiq workers, see their status.")
@@ -151,30 +148,16 @@ def _p(figures: dict[str, float]) -> str:
 
 @session_app.command("ingest")
 def session_ingest(
-    source: typer.FileText = typer.Argument("-", metavar="[FILE|-]", help="IngestSession JSON lines; '-' reads stdin."),
-    json: bool = typer.Option(False, "--json"),
+    source: typer.FileBinaryRead = typer.Argument(
+        "-", metavar="[FILE|-]", help="IngestSession JSON lines (`type` may be left out); '-' reads stdin."),
+    json: bool = typer.Option(False, "--json", help="Print one JSON object per line."),
 ) -> None:
-    """Append sessions; each returns at once with its receipt and queue position."""
-    from workers.ingest import SessionQueue
+    """Append sessions; each returns at once with its receipt and queue position.
 
-    store = open_memory_store(settings())
-    queue = SessionQueue(open_bus(settings()), store.conn)
-    try:
-        for number, line in enumerate((line for line in source if line.strip()), 1):
-            command = parse({"type": "IngestSession", **orjson.loads(line)})
-            if not isinstance(command, IngestSession):
-                raise InvalidCommand(f"line {number}: expected an IngestSession, got a {type(command).__name__}")
-            ticket = queue.ingest(command)
-            r = ticket.receipt
-            if json:
-                print_json({"line": number, "session_id": ticket.session_id, "partition": r.partition,
-                            "stream_id": r.stream_id, "duplicate": r.duplicate, "queue_position": ticket.queue_position})
-            else:
-                dup = " (duplicate)" if r.duplicate else ""
-                console.print(f"line {number}: {ticket.session_id} p{r.partition} {r.stream_id}{dup}; "
-                              f"queue position {ticket.queue_position}")
-    finally:
-        store.close()
+    Reads and reports exactly as `memledger send` does, one outcome per line; exits 2
+    when any line was rejected.
+    """
+    send_lines(source, json, only="IngestSession")
 
 
 @session_app.command("show")
@@ -224,7 +207,8 @@ def session_retry(
 
     store = open_memory_store(settings())
     try:
-        receipt = SessionQueue(open_bus(settings()), store.conn).retry(org, session_id, agent, reason, force)
+        queue = SessionQueue(open_bus(settings(), system=True), store.conn)  # an operator's: RetrySession is internal
+        receipt = queue.retry(org, session_id, agent, reason, force)
     finally:
         store.close()
     console.print(f"retry of {session_id} requested: p{receipt.partition} {receipt.stream_id}")
