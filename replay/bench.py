@@ -159,6 +159,11 @@ def namespace(base: Settings) -> Iterator[Settings]:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+#: How often the meter reads its backends' CPU: a backend that lives shorter than this
+#: (a tiny rebuild's) may be missed, so keep it well below a small rebuild's duration.
+POLL_S = 0.02
+
+
 class CpuMeter:
     """CPU seconds of this process (and its workers), of the PostgreSQL backends it talks to
     and, given a client, of the Redis server.
@@ -211,7 +216,7 @@ class CpuMeter:
         # Polled, not read once at the end: a backend's counters vanish with it.
         with psycopg.connect(database_url(self.settings), autocommit=True,
                              application_name="replay-bench-meter") as conn:
-            while not self._stop.wait(0.1):
+            while not self._stop.wait(POLL_S):
                 self._read_backends(conn)
             self._read_backends(conn)
 

@@ -21,8 +21,10 @@ def test_each_size_is_rebuilt_and_reported_with_its_cpu(settings: Settings, tmp_
     for row in rows:
         assert row["rebuild_s"] > 0 and row["copy_s"] > 0
         assert row["rebuild_rate"] == pytest.approx(row["events"] / row["rebuild_s"])
-        assert row["python_cpu_s"] > 0 and row["postgres_cpu_s"] > 0
+        assert row["python_cpu_s"] > 0 and row["postgres_cpu_s"] >= 0
         assert row["cpu_ceiling"] > 0
+    # (a backend of the tiniest rebuild may end between two polls of the meter; the sum may not)
+    assert sum(row["postgres_cpu_s"] for row in rows) > 0
     # ... and the chart is a PNG
     png = tmp_path / "scaling.png"
     chart(figures, png, "tiny")
