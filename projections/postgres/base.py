@@ -13,10 +13,20 @@ from ledger.events import RecordedEvent
 
 from ..base import FencedOut
 
-_ADVANCE = """
-INSERT INTO projection_checkpoints (projection, partition, stream_id) VALUES (%s, %s, %s)
+_START = "0-0"  # the checkpoint of a partition nothing was applied of
+# The checkpoint's compare-and-set, one statement per case. Only a batch read from the
+# start may create the row: a missing row under any other `after` means the commit that
+# created it was lost (an asynchronous commit, then a PostgreSQL crash), and creating it
+# again at `to` would skip the lost batches for good, so that is a fence as well.
+_CREATE = """
+INSERT INTO projection_checkpoints (projection, partition, stream_id) VALUES (%(name)s, %(partition)s, %(to)s)
 ON CONFLICT (projection, partition) DO UPDATE SET stream_id = EXCLUDED.stream_id, updated_at = now()
-WHERE projection_checkpoints.stream_id = %s
+WHERE projection_checkpoints.stream_id = %(after)s
+RETURNING 1
+"""
+_MOVE = """
+UPDATE projection_checkpoints SET stream_id = %(to)s, updated_at = now()
+WHERE projection = %(name)s AND partition = %(partition)s AND stream_id = %(after)s
 RETURNING 1
 """
 
@@ -100,10 +110,13 @@ class PostgresProjection(ABC):
         return {int(p): str(s) for p, s in rows}
 
     def _advance(self, cur: psycopg.Cursor, partition: int, after: str, to: str) -> None:
-        # First statement of the transaction: it locks the checkpoint row, so a second
-        # projector holding a stale lease waits here, then finds `after` moved and backs off.
-        if cur.execute(_ADVANCE, (self.name, partition, to, after)).fetchone() is None:
-            raise FencedOut(f"{self.name} partition {partition} moved past {after}")
+        # First statement of the transaction: it locks the checkpoint row (or, for a row
+        # being created, its key), so a second projector holding a stale lease waits here,
+        # then finds `after` moved (or the row taken) and backs off.
+        args = {"name": self.name, "partition": partition, "after": after, "to": to}
+        if cur.execute(_CREATE if after == _START else _MOVE, args).fetchone() is None:
+            raise FencedOut(f"{self.name} partition {partition} is not at {after} (moved past it, or the "
+                            "commit that stored it was lost)")
 
     def apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
         try:
