@@ -9,7 +9,9 @@ from ledger.events import RecordedEvent
 
 
 class FencedOut(Exception):
-    """Another projector advanced this checkpoint first; this one must stop writing."""
+    """The stored checkpoint is not where this batch was read from: another projector
+    advanced it first, or the commit that stored it was lost in a crash. Either way the
+    caller re-reads the stored checkpoint and continues from there."""
 
 
 class Projection(Protocol):
