@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ledger import Settings, open_log
-from ledger.ratelimit import RateLimiter
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from .bus import CommandBus, Unauthorized, parse
+from ledger import Settings
+
 from .decide import Decision, SubjectState, check, decide, fold
 from .models import (
     Command,
@@ -23,10 +24,25 @@ from .models import (
     UpdateMemory,
 )
 
+if TYPE_CHECKING:
+    from .bus import CommandBus, Unauthorized, parse
+
 __all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", "IngestSession",
            "MarkSessionFailed", "PurgeTranscript", "RecordRecall", "RetrySession", "StoreMemory",
            "SubjectState", "SummarizeSession", "TagMemory", "Unauthorized", "UntagMemory", "UpdateMemory",
            "check", "decide", "fold", "open_bus", "parse"]
+
+# The bus imports the Redis log: resolved on first use, so importing the models and
+# decide() loads no driver (PEP 562).
+_LAZY = {"CommandBus": ".bus", "Unauthorized": ".bus", "parse": ".bus"}
+
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
+    def __getattr__(name: str) -> object:
+        if name not in _LAZY:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
 
 
 def open_bus(settings: Settings, tenant: str | None = None, system: bool = False) -> CommandBus:
@@ -35,6 +51,11 @@ def open_bus(settings: Settings, tenant: str | None = None, system: bool = False
     `system=True` is for memory-ledger's own components only (workers, expiry, an
     operator's retry): it also accepts the internal command types.
     """
+    from ledger import open_log
+    from ledger.ratelimit import RateLimiter
+
+    from .bus import CommandBus
+
     log = open_log(settings)
     limiter = RateLimiter(log.client, log.keys, settings.rate_per_second, settings.rate_burst)
     return CommandBus(log, limiter, tenant, system=system)

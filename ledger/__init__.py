@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from .errors import LedgerError
 from .events import Event, Position, RecordedEvent
-from .log import Append, Receipt, RedisEventLog
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .log import Append, Receipt, RedisEventLog
 
 __all__ = ["Append", "Event", "LedgerError", "Position", "Receipt", "RecordedEvent", "RedisEventLog",
            "Settings", "open_log"]
+
+# Names whose modules import a driver: resolved on first use, so importing the pure
+# modules (events, codec, upcasting) through this package loads no redis (PEP 562).
+_LAZY = {"Append": ".log", "Receipt": ".log", "RedisEventLog": ".log"}
+
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
+    def __getattr__(name: str) -> object:
+        if name not in _LAZY:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
 
 
 def open_log(settings: Settings) -> RedisEventLog:
     """The configured ledger, after checking that Redis is durable and the layout matches."""
     from .connections import connect_redis
     from .durability import ensure_durable
+    from .log import RedisEventLog
 
     client = connect_redis(settings)
     ensure_durable(client, settings.allow_volatile)

@@ -4,22 +4,45 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from ledger import Settings, open_log
+from ledger import Settings
 
 from .base import FencedOut, Projection
-from .lease import Leases
-from .query import MemoryQuery, MemoryStore, NotFound, QueryResult
-from .registry import PROJECTIONS, open_projection
-from .runtime import Projector, ProjectorOptions, RunStats
+
+if TYPE_CHECKING:
+    from .query import MemoryQuery, MemoryStore, NotFound, QueryResult
+    from .registry import PROJECTIONS, open_projection
+    from .runtime import Projector, ProjectorOptions, RunStats
 
 __all__ = ["PROJECTIONS", "FencedOut", "MemoryQuery", "MemoryStore", "NotFound", "Projection", "Projector",
            "ProjectorOptions", "QueryResult", "RunStats", "open_memory_store", "open_projection", "run_projection"]
+
+# The runtime, the registry and the query API import redis and psycopg: resolved on
+# first use, so importing the folds loads no driver (PEP 562).
+_LAZY = {"MemoryQuery": ".query", "MemoryStore": ".query", "NotFound": ".query", "QueryResult": ".query",
+         "PROJECTIONS": ".registry", "open_projection": ".registry",
+         "Projector": ".runtime", "ProjectorOptions": ".runtime", "RunStats": ".runtime"}
+
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
+    def __getattr__(name: str) -> object:
+        if name not in _LAZY:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
 
 
 def run_projection(settings: Settings, name: str, until_caught_up: bool = False, stop: threading.Event | None = None,
                    on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
     """Run projection `name` over every partition whose lease this process can take."""
+    from ledger import open_log
+
+    from .lease import Leases
+    from .registry import open_projection
+    from .runtime import Projector, ProjectorOptions
+
     log = open_log(settings)
     projection = open_projection(name, settings)
     leases = Leases(log.client, log.keys, name, settings.lease_ttl_ms)
