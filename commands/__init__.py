@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from ledger.lazy import lazy_names
 
 from ledger import Settings
 
@@ -37,12 +38,7 @@ __all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", 
 _LAZY = {"CommandBus": ".bus", "Unauthorized": ".bus", "parse": ".bus"}
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
-    def __getattr__(name: str) -> object:
-        if name not in _LAZY:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 def open_bus(settings: Settings, tenant: str | None = None, system: bool = False) -> CommandBus:

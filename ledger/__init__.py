@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .errors import LedgerError
 from .events import Event, Position, RecordedEvent
+from .lazy import lazy_names
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -20,12 +20,7 @@ __all__ = ["Append", "Event", "LedgerError", "Position", "Receipt", "RecordedEve
 _LAZY = {"Append": ".log", "Receipt": ".log", "RedisEventLog": ".log"}
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
-    def __getattr__(name: str) -> object:
-        if name not in _LAZY:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 def open_log(settings: Settings) -> RedisEventLog:

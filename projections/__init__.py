@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from ledger.lazy import lazy_names
 
 from ledger import Settings
 
@@ -26,12 +27,7 @@ _LAZY = {"MemoryQuery": ".query", "MemoryStore": ".query", "NotFound": ".query",
          "Projector": ".runtime", "ProjectorOptions": ".runtime", "RunStats": ".runtime"}
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
-    def __getattr__(name: str) -> object:
-        if name not in _LAZY:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 def run_projection(settings: Settings, name: str, until_caught_up: bool = False, stop: threading.Event | None = None,
