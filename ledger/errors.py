@@ -76,6 +76,12 @@ class RateLimited(CommandError):
         self.retry_after = retry_after
 
 
+class InvalidQuery(LedgerError):
+    """A query's input cannot be answered (a filter is malformed, out of range, or not storable text)."""
+
+    exit_code = 2
+
+
 class EventError(LedgerError):
     """An event could not be decoded or upcast."""
 

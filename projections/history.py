@@ -43,13 +43,17 @@ def history(conn: psycopg.Connection, org_id: str, memory_id: str) -> list[Histo
 
 def as_of(conn: psycopg.Connection, org_id: str, agent_id: str, at: datetime,
           q: MemoryQuery | None = None) -> list[dict[str, Any]]:
-    """The agent's memories as they stood at `at`, by folding archived history up to then."""
+    """The agent's memories as they stood at `at` (timezone-aware), by folding archived history up to then.
+
+    A memory past its `expires_at` at `at` is left out, whether or not its MemoryExpired
+    event was written by then (the expiry job runs some time after).
+    """
     entries = _events(conn, "org_id = %s AND agent_id = %s AND occurred_at <= %s", (org_id, agent_id, at))
     rows: dict[str, MemoryRow | None] = {}
     for entry in entries:
         if entry.event.type in MEMORY_EVENTS:
             rows[entry.event.subject_id] = fold_memory(rows.get(entry.event.subject_id), entry.event)
-    live = [asdict(r) for r in rows.values() if r is not None]
+    live = [asdict(r) for r in rows.values() if r is not None and (r.expires_at is None or r.expires_at > at)]
     return _filter(live, q) if q is not None else sorted(live, key=lambda r: r["updated_at"], reverse=True)
 
 

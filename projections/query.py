@@ -1,17 +1,32 @@
-"""The analysts' query API over the PostgreSQL read models. Every query is scoped to one org."""
+"""The analysts' query API over the PostgreSQL read models. Every query is scoped to one org.
+
+Expiry: a memory past its `expires_at` is gone for every query from that instant, though
+its row stays in the read model until the expiry job's `MemoryExpired` event is projected
+(the projection reads no clock, so a replay reproduces it). So the query filters, by the
+store's clock (the UTC wall clock unless one is passed in, like the expiry job's), or by
+the instant a point-in-time query (`as_of`) asks about. Agent statistics count a memory
+past its expiry as expired, not live.
+
+Input: a `MemoryQuery` checks its filters when it is built, and the store checks the ids
+it is given; what PostgreSQL cannot take (NUL, a lone surrogate, a limit out of range, a
+filter of the wrong type, a text search too large to plan) is an `InvalidQuery` naming the
+field. A driver error that still gets through is translated in one place, `driver_errors`.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
 
-from ledger.errors import LedgerError, Timeout
+from ledger.errors import InvalidQuery, LedgerError, StoreUnavailable, Timeout
 from ledger.events import stream_id_key
 from ledger.log import Receipt
 
@@ -19,8 +34,21 @@ from .history import HistoryEntry, as_of, history
 from .postgres.base import connect
 
 Row = dict[str, Any]
+Clock = Callable[[], datetime]
 COLUMNS = ("org_id, agent_id, memory_id, content, memory_type, tags, importance, metadata, session_id,"
            " created_at, updated_at, expires_at, version, recall_count, last_recalled_at")
+#: The condition a row meets while it is not past its expiry; its one argument is the reference time.
+LIVE = "(expires_at IS NULL OR expires_at > %s)"
+#: Most rows one query returns.
+MAX_LIMIT = 10_000
+#: Longest full-text search, in characters; PostgreSQL cannot plan ones many times longer.
+MAX_TEXT = 4_096
+#: The string filters of a MemoryQuery (a new one goes here, so that it is checked too).
+TEXT_FILTERS = ("agent_id", "text", "memory_type", "session_id")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class NotFound(LedgerError):
@@ -29,9 +57,76 @@ class NotFound(LedgerError):
     exit_code = 7
 
 
+# -- input checks: refuse, naming the field, what PostgreSQL cannot take ---------------------
+
+
+def check_text(name: str, value: object) -> None:
+    """A string PostgreSQL text can hold: no NUL, encodable as UTF-8 (no lone surrogate)."""
+    if not isinstance(value, str):
+        raise InvalidQuery(f"{name} must be a string, not {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidQuery(f"{name} contains a NUL character (\\x00), which PostgreSQL text cannot hold; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidQuery(f"{name} is not valid Unicode text: a lone surrogate at position {e.start}"
+                           " (PostgreSQL stores UTF-8); fix its encoding") from e
+
+
+def check_time(name: str, value: object) -> datetime:
+    """A datetime; a naive one is taken as UTC, as every time in the ledger is."""
+    if not isinstance(value, datetime):
+        raise InvalidQuery(f"{name} must be a datetime, not {type(value).__name__}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidQuery(f"{name} is {value!r}; use one of: {', '.join(choices)}")
+
+
+def _check_number(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidQuery(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+
+
+def _check_tags(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        raise InvalidQuery(f"tags must be a sequence of tags, not {type(value).__name__} {value!r}")
+    for i, tag in enumerate(value):
+        check_text(f"tags[{i}]", tag)
+    return tuple(value)
+
+
+def _check_importance(value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+        raise InvalidQuery(f"min_importance must be a number from 0 to 1, not {value!r}")
+
+
+@contextmanager
+def driver_errors() -> Iterator[None]:
+    """Translate what the driver raises while answering a query into the project's errors."""
+    try:
+        yield
+    except (psycopg.DataError, UnicodeEncodeError) as e:
+        raise InvalidQuery(f"PostgreSQL refused the query's input ({_first_line(e)}); check its filters") from e
+    except psycopg.OperationalError as e:
+        if (e.sqlstate or "").startswith("54"):  # program limit exceeded: the input is too large to plan
+            raise InvalidQuery(f"the query is too large for PostgreSQL ({_first_line(e)}); narrow it") from e
+        raise StoreUnavailable(f"PostgreSQL failed to answer the query ({_first_line(e)}); retry") from e
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
 @dataclass(frozen=True)
 class MemoryQuery:
-    """Filters of `query memories`; `org_id` is required, the rest narrow the result."""
+    """Filters of `query memories`; `org_id` is required, the rest narrow the result.
+
+    Checked when built (`InvalidQuery` names the field); `tags` becomes a tuple and naive
+    `since`/`until` are taken as UTC, so equal filters are equal queries (and cache alike).
+    """
 
     org_id: str
     agent_id: str | None = None
@@ -46,10 +141,28 @@ class MemoryQuery:
     order: Literal["recent", "importance"] = "recent"
     limit: int = 20
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """The SELECT for these filters (pure: no connection needed)."""
-        where: list[str] = ["org_id = %s"]
-        args: list[Any] = [self.org_id]
+    def __post_init__(self) -> None:
+        check_text("org_id", self.org_id)
+        if not self.org_id:
+            raise InvalidQuery("org_id is empty; every query names its org")
+        for name in TEXT_FILTERS:
+            if getattr(self, name) is not None:
+                check_text(name, getattr(self, name))
+        if self.text is not None and len(self.text) > MAX_TEXT:
+            raise InvalidQuery(f"text is {len(self.text)} characters long; a text search takes at most {MAX_TEXT}")
+        _check_choice("match", self.match, ("any", "all"))
+        _check_choice("order", self.order, ("recent", "importance"))
+        _check_importance(self.min_importance)
+        _check_number("limit", self.limit, 1, MAX_LIMIT)
+        object.__setattr__(self, "tags", _check_tags(self.tags))  # frozen: normalised in place, once
+        for name in ("since", "until"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_time(name, getattr(self, name)))
+
+    def sql(self, now: datetime) -> tuple[str, list[Any]]:
+        """The SELECT for these filters, of memories not past their expiry at `now` (pure: no connection)."""
+        where: list[str] = ["org_id = %s", LIVE]
+        args: list[Any] = [self.org_id, now]
         optional: list[tuple[bool, str, Any]] = [
             (self.agent_id is not None, "agent_id = %s", self.agent_id),
             (bool(self.tags), "tags && %s" if self.match == "any" else "tags @> %s", list(self.tags)),
@@ -64,7 +177,9 @@ class MemoryQuery:
             if active:
                 where.append(clause)
                 args.append(value)
-        order = "updated_at DESC, memory_id" if self.order == "recent" else "importance DESC, updated_at DESC, memory_id"
+        order = "updated_at DESC, memory_id"
+        if self.order == "importance":
+            order = "importance DESC, " + order
         args.append(self.limit)
         return f"SELECT {COLUMNS} FROM memories WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s", args
 
@@ -77,40 +192,66 @@ class QueryResult:
 
 
 class MemoryStore:
-    """Read access to one namespace's memories (connection per store; not thread-safe)."""
+    """Read access to one namespace's memories (connection per store; not thread-safe).
 
-    def __init__(self, conninfo: str, schema: str):
+    Parameters:
+        clock: the time queries judge expiry by (default: the UTC wall clock).
+    """
+
+    def __init__(self, conninfo: str, schema: str, clock: Clock = utc_now):
         self.conn = connect(conninfo, schema, autocommit=True)
         self.conn.row_factory = dict_row  # type: ignore[assignment]
+        self.clock = clock
 
     def close(self) -> None:
         self.conn.close()
 
+    def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        with driver_errors():
+            return self.conn.execute(sql, args).fetchall()  # type: ignore[return-value]
+
     def query(self, q: MemoryQuery) -> QueryResult:
-        sql, args = q.sql()
-        return QueryResult(self.conn.execute(sql, args).fetchall())  # type: ignore[arg-type]
+        return QueryResult(self._fetch(*q.sql(self.clock())))
 
     def get(self, org_id: str, memory_id: str, agent_id: str | None = None) -> Row:
-        sql = f"SELECT {COLUMNS} FROM memories WHERE org_id = %s AND memory_id = %s"
-        args: list[Any] = [org_id, memory_id]
+        """One memory that is not past its expiry (nor forgotten)."""
+        _check_ids(org_id=org_id, memory_id=memory_id, agent_id=agent_id)
+        sql = f"SELECT {COLUMNS} FROM memories WHERE org_id = %s AND memory_id = %s AND {LIVE}"
+        args: list[Any] = [org_id, memory_id, self.clock()]
         if agent_id is not None:
             sql, args = sql + " AND agent_id = %s", args + [agent_id]
-        rows = self.conn.execute(sql + " LIMIT 2", args).fetchall()
+        rows = self._fetch(sql + " LIMIT 2", args)
         if not rows:
-            raise NotFound(f"no live memory {memory_id!r} in org {org_id!r} (it may be forgotten: try --history)")
+            raise NotFound(f"no live memory {memory_id!r} in org {org_id!r} "
+                           "(it may be forgotten or expired: try --history)")
         if len(rows) > 1:
             raise LedgerError(f"memory id {memory_id!r} is used by several agents of {org_id!r}; name the agent")
-        return rows[0]  # type: ignore[return-value]
+        return rows[0]
 
     def history(self, org_id: str, memory_id: str) -> list[HistoryEntry]:
-        return history(self.conn, org_id, memory_id)
+        _check_ids(org_id=org_id, memory_id=memory_id)
+        with driver_errors():
+            return history(self.conn, org_id, memory_id)
 
     def as_of(self, org_id: str, agent_id: str, at: datetime, q: MemoryQuery | None = None) -> list[Row]:
-        return as_of(self.conn, org_id, agent_id, at, q)
+        """The agent's memories at `at` (naive: UTC), not past their expiry then."""
+        _check_ids(org_id=org_id, agent_id=agent_id)
+        at = check_time("at", at)
+        with driver_errors():
+            return as_of(self.conn, org_id, agent_id, at, q)
 
     def agent_stats(self, org_id: str) -> list[Row]:
-        return self.conn.execute(  # type: ignore[return-value]
-            "SELECT * FROM agent_stats WHERE org_id = %s ORDER BY agent_id", (org_id,)).fetchall()
+        """Per-agent counters; a memory past its expiry counts as expired, even before its event arrives."""
+        check_text("org_id", org_id)
+        rows = self._fetch(
+            "SELECT s.*, (SELECT count(*) FROM memories m WHERE m.org_id = s.org_id AND m.agent_id = s.agent_id"
+            " AND m.expires_at <= %s) AS due FROM agent_stats s WHERE s.org_id = %s ORDER BY s.agent_id",
+            [self.clock(), org_id])
+        for row in rows:
+            due = row.pop("due")
+            row["live_memories"] -= due
+            row["expired"] += due
+        return rows
 
     def wait_for(self, receipt: Receipt, timeout: float = 5.0, projection: str = "memories") -> None:
         """Return once `projection` has applied the receipt's position (read-your-writes)."""
@@ -129,13 +270,18 @@ class MemoryStore:
             delay = min(delay * 2, 0.05)
 
 
-def open_store(conninfo: str, schema: str) -> MemoryStore:
-    try:
-        return MemoryStore(conninfo, schema)
-    except psycopg.OperationalError as e:
-        from ledger.errors import StoreUnavailable
+def _check_ids(**ids: str | None) -> None:
+    for name, value in ids.items():
+        if value is not None:
+            check_text(name, value)
 
+
+def open_store(conninfo: str, schema: str, clock: Clock = utc_now) -> MemoryStore:
+    try:
+        return MemoryStore(conninfo, schema, clock)
+    except psycopg.OperationalError as e:
         raise StoreUnavailable(f"PostgreSQL is unreachable: {e}") from e
 
 
-__all__: Sequence[str] = ["MemoryQuery", "MemoryStore", "NotFound", "QueryResult", "open_store"]
+__all__: Sequence[str] = ["MAX_LIMIT", "MAX_TEXT", "Clock", "MemoryQuery", "MemoryStore", "NotFound", "QueryResult",
+                          "check_text", "check_time", "driver_errors", "open_store", "utc_now"]

@@ -79,13 +79,16 @@ def memory_show(
 ) -> None:
     """One memory's current state (and its history)."""
     store = open_memory_store(settings())
-    events = store.history(org, memory_id) if history else []
     try:
-        row: dict[str, Any] | None = store.get(org, memory_id, agent)
-    except NotFound:
-        if not events:
-            raise
-        row = None  # forgotten: the history still tells its story
+        events = store.history(org, memory_id) if history else []
+        try:
+            row: dict[str, Any] | None = store.get(org, memory_id, agent)
+        except NotFound:
+            if not events:
+                raise
+            row = None  # forgotten or expired: the history still tells its story
+    finally:
+        store.close()
     if json:
         print_json({"memory": row, "history": [
             {"partition": h.partition, "stream_id": h.stream_id, **h.event.model_dump(mode="json")} for h in events]})

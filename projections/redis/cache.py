@@ -27,6 +27,12 @@ How (keys and arguments in projections/lua/cache_lookup.lua and cache_invalidate
   uncached). Each batch first records its token and orgs in a per-partition intent hash;
   the next batch of that partition (it holds the partition's checkpoint row lock, so the
   dead batch is over) ends every token it finds there. `end` is idempotent per token.
+- Expiry needs no event to be honoured: rows absent from an entry cannot appear by the
+  passing of time, they only shift in when a row of the entry expires. So an entry lives
+  no longer than its first row to expire (its TTL is capped at that `expires_at`, in whole
+  seconds rounded down; under a second to go, it is not stored), and a hit holding a row
+  already past its expiry by the store's clock (Redis' relative TTL started a little after
+  that clock was read, or the clock is not the wall clock) is recomputed, never served.
 - Entries expire after the TTL (Settings.cache_ttl_seconds). `invalidate_all` bumps
   every org's epoch (after a rebuild swaps the memories tables). When Redis is
   unreachable queries still answer, from PostgreSQL, with cache status BYPASS.
@@ -35,6 +41,7 @@ How (keys and arguments in projections/lua/cache_lookup.lua and cache_invalidate
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -51,7 +58,7 @@ from ledger.events import RecordedEvent
 from ledger.scripts import LuaScript
 from ledger.settings import Settings
 
-from ..query import MemoryQuery, MemoryStore, QueryResult, Row
+from ..query import Clock, MemoryQuery, MemoryStore, QueryResult, Row, utc_now
 from .base import call, pipelined
 from .keys import text
 
@@ -99,6 +106,10 @@ def decode_rows(raw: bytes) -> list[Row]:
     return rows
 
 
+def earliest_expiry(rows: list[Row]) -> datetime | None:
+    return min((r["expires_at"] for r in rows if r.get("expires_at") is not None), default=None)
+
+
 @dataclass(frozen=True)
 class Lookup:
     status: str  # hit | miss | busy
@@ -109,8 +120,9 @@ class Lookup:
 class QueryCache:
     """Cached `MemoryQuery` results of one namespace (reader side)."""
 
-    def __init__(self, client: redis.Redis, namespace: str, schema: str, ttl_s: int):
+    def __init__(self, client: redis.Redis, namespace: str, schema: str, ttl_s: int, clock: Clock = utc_now):
         self.client, self.namespace, self.schema, self.ttl_s = client, namespace, schema, ttl_s
+        self.clock = clock  # the time expiry is judged by, as the store computing the rows judges it
         self._script = LuaScript(client, "cache_lookup.lua", package="projections")
 
     def _keys(self, q: MemoryQuery) -> list[str]:
@@ -123,11 +135,18 @@ class QueryCache:
             return Lookup("hit", rows=decode_rows(reply[1]))
         return Lookup(status, generations=text(reply[1]) if status == "miss" else None)
 
+    def entry_ttl(self, rows: list[Row]) -> int:
+        """Whole seconds an entry of `rows` may live: the TTL, capped at its first row's expiry."""
+        soonest = earliest_expiry(rows)
+        if soonest is None:
+            return self.ttl_s
+        return min(self.ttl_s, math.floor((soonest - self.clock()).total_seconds()))
+
     def store(self, q: MemoryQuery, generations: str, rows: list[Row]) -> bool:
-        value = encode_rows(rows)
-        if len(value) > MAX_ENTRY_BYTES:
+        ttl, value = self.entry_ttl(rows), encode_rows(rows)
+        if ttl < 1 or len(value) > MAX_ENTRY_BYTES:
             return False
-        return bool(self._script.run(self._keys(q), ["put", self.ttl_s, value, generations, *scopes(q)]))
+        return bool(self._script.run(self._keys(q), ["put", ttl, value, generations, *scopes(q)]))
 
     def query(self, q: MemoryQuery, compute: Callable[[MemoryQuery], QueryResult]) -> QueryResult:
         """`compute(q)` through the cache; the result says HIT, MISS or (Redis down) BYPASS."""
@@ -136,7 +155,11 @@ class QueryCache:
         except StoreUnavailable as e:
             return QueryResult(compute(q).rows, "BYPASS", {"cache_error": str(e)})
         if found.rows is not None:
-            return QueryResult(found.rows, "HIT")
+            soonest = earliest_expiry(found.rows)
+            if soonest is None or soonest > self.clock():
+                return QueryResult(found.rows, "HIT")
+            # Not stored again: the entry's TTL (capped at that expiry) ends it within moments.
+            return QueryResult(compute(q).rows, "MISS", {"cache_reason": "a cached memory expired"})
         rows = compute(q).rows
         if found.generations is not None:
             try:
@@ -150,9 +173,10 @@ class QueryCache:
 class CachedMemoryStore(MemoryStore):
     """A MemoryStore whose `query` goes through the Redis query cache."""
 
-    def __init__(self, conninfo: str, schema: str, client: redis.Redis, namespace: str, ttl_s: int):
-        super().__init__(conninfo, schema)
-        self.cache = QueryCache(client, namespace, schema, ttl_s)
+    def __init__(self, conninfo: str, schema: str, client: redis.Redis, namespace: str, ttl_s: int,
+                 clock: Clock = utc_now):
+        super().__init__(conninfo, schema, clock)
+        self.cache = QueryCache(client, namespace, schema, ttl_s, clock)
 
     def query(self, q: MemoryQuery) -> QueryResult:
         return self.cache.query(q, super().query)
@@ -162,12 +186,12 @@ class CachedMemoryStore(MemoryStore):
         self.cache.client.close()
 
 
-def open_cached_store(settings: Settings) -> CachedMemoryStore:
+def open_cached_store(settings: Settings, clock: Clock = utc_now) -> CachedMemoryStore:
     import psycopg
 
     try:
         return CachedMemoryStore(database_url(settings), settings.db_schema, connect_redis(settings),
-                                 settings.namespace, settings.cache_ttl_seconds)
+                                 settings.namespace, settings.cache_ttl_seconds, clock)
     except psycopg.OperationalError as e:
         raise StoreUnavailable(f"PostgreSQL is unreachable: {e}") from e
 
