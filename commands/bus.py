@@ -46,7 +46,7 @@ def _describe(problem: Any, title: str) -> str:
     if problem["type"] == "union_tag_not_found":
         return 'a command needs a "type" field, e.g. "type": "StoreMemory"'
     if _PATHED.match(message) and (where == "" or message.startswith(where)):
-        return f"{title}.{message}"  # commands.storable names the path itself
+        return f"{title}.{message}"  # ledger.storable names the path itself
     if where == "":
         return f"{title}: {message}"
     if problem["type"].endswith("_type") or problem["type"] in ("literal_error", "string_pattern_mismatch"):

@@ -21,8 +21,8 @@ from pydantic import (
 
 from ledger.events import MemoryType, Message
 from ledger.ids import new_id
+from ledger.storable import check_storable, check_timestamp
 
-from .storable import check_storable, check_timestamp
 
 MAX_CONTENT = 32_768
 MAX_METADATA_BYTES = 8_192
@@ -89,7 +89,7 @@ class Command(BaseModel):
 
     @model_validator(mode="after")
     def _storable(self) -> Command:
-        # Every value of every command, whatever its field: see commands.storable.
+        # Every value of every command, whatever its field: see ledger.storable.
         for name, value in self.__dict__.items():
             check_storable(value, name)
         return self

@@ -5,7 +5,7 @@ one of its values, `NaN` and `1e400` become floats no other system reads back th
 and a large integer may become a float. This reader refuses each of those with one clear
 line, and turns every way the text can be broken (not UTF-8, not JSON, nested too deeply)
 into `InvalidCommand` instead of an exception from the parser. Nesting is limited
-by `commands.storable` once the value is a command.
+by `ledger.storable` once the value is a command.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def loads(data: bytes | str) -> Any:
     except ValueError as e:  # a duplicate key, a constant, an integer past Python's digit limit
         raise InvalidCommand(f"not accepted as JSON: {e}") from None
     except RecursionError:
-        # The parser refuses nesting about a thousand deep; commands.storable allows far less.
+        # The parser refuses nesting about a thousand deep; ledger.storable allows far less.
         raise InvalidCommand("not accepted as JSON: nested too deeply") from None
 
 

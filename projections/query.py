@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 
 from ledger.errors import InvalidQuery, LedgerError, StoreUnavailable, Timeout
 from ledger.events import stream_id_key
+from ledger.storable import text_problem
 from ledger.log import Receipt
 
 from .history import HistoryEntry, as_of, history
@@ -64,13 +65,8 @@ def check_text(name: str, value: object) -> None:
     """A string PostgreSQL text can hold: no NUL, encodable as UTF-8 (no lone surrogate)."""
     if not isinstance(value, str):
         raise InvalidQuery(f"{name} must be a string, not {type(value).__name__}")
-    if "\x00" in value:
-        raise InvalidQuery(f"{name} contains a NUL character (\\x00), which PostgreSQL text cannot hold; remove it")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InvalidQuery(f"{name} is not valid Unicode text: a lone surrogate at position {e.start}"
-                           " (PostgreSQL stores UTF-8); fix its encoding") from e
+    if (problem := text_problem(value)) is not None:
+        raise InvalidQuery(f"{name}: {problem}")
 
 
 def check_time(name: str, value: object) -> datetime:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVERS = ("redis", "hiredis", "psycopg", "psycopg_pool", "sqlalchemy", "alembic", "dramatiq")
 
 PURE_MODULES = ("ledger.events", "ledger.codec", "ledger.upcasting", "commands.models", "commands.decide",
-                "commands.storable", "commands.wire", "projections.fold")
+                "ledger.storable", "commands.wire", "projections.fold")
 
 # The public names of each package, imported the way callers import them (lazily resolved).
 PUBLIC = {

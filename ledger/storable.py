@@ -26,7 +26,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-__all__ = ["MAX_DEPTH", "check_storable", "check_timestamp"]
+__all__ = ["MAX_DEPTH", "check_storable", "check_timestamp", "text_problem"]
 
 #: How deeply lists and objects may nest inside a command (metadata included).
 MAX_DEPTH = 32
@@ -74,14 +74,20 @@ def check_storable(value: Any, where: str, depth: int = 0) -> None:
         raise ValueError(f"{where}: a {type(value).__name__} is not a JSON value")
 
 
-def _check_text(text: str, where: str) -> None:
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL text or jsonb could not hold `text`, or None if it can."""
     if "\x00" in text:
-        raise ValueError(f"{where}: text may not contain NUL characters (\\u0000)")
+        return "text may not contain NUL characters (\\u0000): PostgreSQL text cannot hold them"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"{where}: text is not valid Unicode (a lone surrogate {text[e.start]!r} "
-                         f"at character {e.start})") from None
+        return f"text is not valid Unicode (a lone surrogate {text[e.start]!r} at character {e.start})"
+    return None
+
+
+def _check_text(text: str, where: str) -> None:
+    if (problem := text_problem(text)) is not None:
+        raise ValueError(f"{where}: {problem}")
 
 
 def _check_in(check: Any, value: Any, where: str) -> None:
