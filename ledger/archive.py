@@ -13,12 +13,32 @@ that mark would silently skip events, so it first looks in the archive again (th
 may have grown while we read) and, if the archive cannot bridge the gap either, raises
 `HistoryGap`. The mark and the stream page are read in one MULTI, and the trim writes the
 mark in the same script as its XTRIM, so a trim can never slip between the two.
+
+Gaps inside the archive. A gap (an event the archive does not hold, below rows it does hold)
+is read from the stream in its place, or stops the read with `HistoryGap`; it is never
+jumped over. Two kinds:
+- Known gaps: the archive's dead letters (table `dead_letters`, projection 'archive') whose
+  event it lacks. The archive projector no longer dead-letters (it stops instead), but an
+  older one did. Each is read from the stream at its position (`known_gaps`).
+- Unknown gaps (rows deleted by hand, a time partition dropped): `coverage` counts them
+  against the stream's own counters: XINFO STREAM says how many entries the stream ever had
+  (`entries-added`, Redis 7+) and how many it holds, and its first entry F. Every entry below
+  F was removed, so the archive must hold (or know as a dead letter) as many events below F;
+  and from F to the archive's newest row, as many as the stream holds there (its length less
+  the tail past that row). A read that starts at or below the trim mark (a rebuild from
+  scratch; a later read would pay for counting what it does not read) checks this first:
+  events missing below F are lost (HistoryGap), missing from F on are read from the stream
+  (the archive is then used below F only). One index-only count per such read, and nothing
+  when the stream holds nothing the archive does (the benchmark's case). On Redis 6.2 (no
+  `entries-added`) only the part the stream still holds is checked.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,10 +53,14 @@ from .log import RedisEventLog
 from .partitions import Keys
 from .settings import Settings
 
-__all__ = ["HistoryGap", "archive_count", "archive_estimate", "event_at", "read_archive", "read_from", "stream_range",
-           "trimmed_key", "trimmed_through"]
+__all__ = ["Coverage", "HistoryGap", "archive_count", "archive_estimate", "coverage", "event_at", "known_gaps",
+           "newest_archived", "read_archive", "read_from", "stream_range", "trimmed_key", "trimmed_through"]
 
+log_ = logging.getLogger("memledger.archive")
 PAGE = 5000
+#: Stream entries past the archive's newest row that `coverage` reads to count them; a longer
+#: tail (the archive projector far behind) leaves the part the stream holds unchecked.
+TAIL_LIMIT = 10_000
 EXACT_BELOW = 200_000  # archive rows up to which estimates are exact counts
 _RANGE = """
 FROM event_archive WHERE partition = %(p)s AND (stream_ms, stream_seq) > (%(a_ms)s, %(a_seq)s)
@@ -45,6 +69,27 @@ FROM event_archive WHERE partition = %(p)s AND (stream_ms, stream_seq) > (%(a_ms
 _SELECT = ("SELECT stream_ms, stream_seq, subject_version, schema_version, body::text"
            + _RANGE + "ORDER BY stream_ms, stream_seq")
 _MAX = (2**63 - 1, 2**31 - 1)  # beyond any stream id the archive can hold
+_NEWEST = ("SELECT stream_ms, stream_seq FROM event_archive WHERE partition = %s"
+           " ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1")
+# The archive's dead letters whose event it does not hold (a letter re-driven, or resolved by a
+# rebuild of the archive, has its row): positions an older archive projector skipped.
+_GAPS = """
+SELECT DISTINCT split_part(stream_id, '-', 1)::bigint AS ms, split_part(stream_id, '-', 2)::bigint AS seq
+FROM dead_letters d WHERE projection = 'archive' AND partition = %(p)s AND NOT EXISTS (
+  SELECT 1 FROM event_archive a WHERE a.partition = d.partition
+   AND a.stream_ms = split_part(d.stream_id, '-', 1)::bigint AND a.stream_seq = split_part(d.stream_id, '-', 2)::bigint)
+"""
+# Rows and known gaps up to the archive's newest row, below the stream's first entry and from
+# it on; one statement, so one snapshot (a re-drive moves a letter into a row atomically).
+_HELD = f"""
+WITH gaps AS ({_GAPS}), held AS (
+  SELECT stream_ms AS ms, stream_seq AS seq FROM event_archive
+  WHERE partition = %(p)s AND (stream_ms, stream_seq) <= (%(n_ms)s, %(n_seq)s)
+  UNION ALL SELECT ms, seq FROM gaps WHERE (ms, seq) <= (%(n_ms)s, %(n_seq)s))
+SELECT count(*) FILTER (WHERE (ms, seq) < (%(f_ms)s, %(f_seq)s)),
+       count(*) FILTER (WHERE (ms, seq) >= (%(f_ms)s, %(f_seq)s))
+FROM held
+"""
 
 
 class HistoryGap(LedgerError):
@@ -82,6 +127,85 @@ def _connection(source: Settings | psycopg.Connection[Any]) -> Iterator[psycopg.
         yield conn
 
 
+# -- what the archive lacks ------------------------------------------------------------
+
+
+def newest_archived(conn: psycopg.Connection[Any], partition: int) -> str | None:
+    """The position of the archive's newest event of `partition`; None while it holds none."""
+    row = conn.execute(_NEWEST, (partition,)).fetchone()
+    return None if row is None else f"{row[0]}-{row[1]}"
+
+
+def known_gaps(conn: psycopg.Connection[Any], partition: int) -> list[str]:
+    """Positions of `partition` the archive dead-lettered and does not hold, oldest first."""
+    return [f"{ms}-{seq}" for ms, seq in sorted(conn.execute(_GAPS, {"p": partition}).fetchall())]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What the archive of one partition lacks, counted against the stream (module docstring)."""
+
+    partition: int
+    newest: str | None  # the archive's newest row
+    first: str | None  # the stream's first entry: every entry below it was removed (None: no stream)
+    lost: int | None  # events below `first` that the archive neither holds nor knows as dead letters
+    unarchived: int | None  # events from `first` to `newest` the stream holds and the archive lacks (letters aside)
+    # (None: not counted: no entries-added before Redis 7, or entries deleted one by one; a
+    # tail past `newest` longer than TAIL_LIMIT)
+
+
+@dataclass(frozen=True)
+class _Counters:
+    added: int | None  # entries the stream ever had; None if unknown (Redis 6.2) or some were XDELed
+    length: int
+    first: str
+    tail: int | None  # entries after the archive's newest row; None past TAIL_LIMIT
+
+
+def coverage(conn: psycopg.Connection[Any], log: RedisEventLog, partition: int) -> Coverage:
+    """Count what the archive of `partition` lacks (one index-only count, skipped when there is
+    nothing to compare: the stream holds nothing at or below the archive's newest row and never
+    lost an entry)."""
+    newest = newest_archived(conn, partition)
+    c = None if newest is None else _counters(log, partition, newest)
+    if newest is None or c is None:
+        return Coverage(partition, newest, None, None, None)
+    removed = None if c.added is None else c.added - c.length
+    stream_held = None if c.tail is None else c.length - c.tail
+    if not removed and not stream_held:
+        return Coverage(partition, newest, c.first, removed, stream_held)
+    (f_ms, f_seq), (n_ms, n_seq) = stream_id_key(c.first), stream_id_key(newest)
+    args = dict(p=partition, f_ms=f_ms, f_seq=min(f_seq, _MAX[1]), n_ms=n_ms, n_seq=n_seq)
+    held_low, held_high = conn.execute(_HELD, args).fetchone() or (0, 0)
+    return Coverage(partition, newest, c.first, None if removed is None else max(0, removed - held_low),
+                    None if stream_held is None else max(0, stream_held - held_high))
+
+
+def _counters(log: RedisEventLog, partition: int, newest: str) -> _Counters | None:
+    """The stream's counters and its tail past `newest`, in one MULTI (so appends in between
+    change both alike; a trim changes neither); None if there is no stream."""
+    key = log.keys.stream(partition)
+    try:
+        with log.client.pipeline(transaction=True) as pipe:
+            pipe.xinfo_stream(key)
+            pipe.xrange(key, f"({newest}", "+", count=TAIL_LIMIT + 1)
+            info, tail = pipe.execute(raise_on_error=False)
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise StoreUnavailable(f"Redis is unreachable: {e}") from e
+    if isinstance(info, Exception) or not info.get("length") or not info.get("first-entry"):
+        return None
+    deleted = info.get("max-deleted-entry-id")
+    added = info.get("entries-added") if deleted in (None, b"0-0", "0-0") else None
+    first = info["first-entry"][0]
+    return _Counters(None if added is None else int(added), int(info["length"]),
+                     first.decode() if isinstance(first, bytes) else str(first),
+                     None if isinstance(tail, Exception) or len(tail) > TAIL_LIMIT else len(tail))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def archive_count(conn: psycopg.Connection[Any], partition: int, after: str = "0-0", until: str | None = None) -> int:
     """How many archived events of `partition` lie in (after, until]."""
     row = conn.execute("SELECT count(*)" + _RANGE, _range_args(partition, after, until)).fetchone()
@@ -109,6 +233,8 @@ def _range_args(partition: int, after: str, until: str | None) -> dict[str, int]
 def read_archive(conn: psycopg.Connection[Any], partition: int, after: str = "0-0", until: str | None = None,
                  page: int = PAGE) -> Iterator[RecordedEvent]:
     """Archived events of one partition in (after, until], oldest first, upcast.
+
+    Only the rows the archive holds: `read_from` is what fills the archive's gaps.
 
     One transaction (one snapshot) on `conn`, which must not be used for anything else
     until the iterator is exhausted or closed.
@@ -180,7 +306,7 @@ def read_from(source: Settings | psycopg.Connection[Any] | None, log: RedisEvent
         while True:
             from_archive = 0
             if conn is not None:
-                for r in read_archive(conn, partition, cursor, until, page):
+                for r in _archived(conn, log, partition, cursor, until, page):
                     from_archive += 1
                     cursor = r.position.stream_id
                     yield r
@@ -200,6 +326,84 @@ def read_from(source: Settings | psycopg.Connection[Any] | None, log: RedisEvent
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield None
+
+
+def _archived(conn: psycopg.Connection[Any], log: RedisEventLog, partition: int, after: str, until: str | None,
+              page: int) -> Iterator[RecordedEvent]:
+    """The archive's events in (after, until], each known gap read in its place; it ends early
+    where the archive is not to be trusted, and the stream goes on from there."""
+    gaps, end = _plan(conn, log, partition, after, until)
+    for gap in gaps:
+        yield from read_archive(conn, partition, after, _before(gap), page)
+        yield _gap_event(conn, log, partition, gap)
+        after = gap
+    yield from read_archive(conn, partition, after, end, page)
+
+
+def _plan(conn: psycopg.Connection[Any], log: RedisEventLog, partition: int, after: str,
+          until: str | None) -> tuple[list[str], str | None]:
+    """The known gaps among the archive's rows in (after, until], and where reading the archive ends."""
+    end, mark = until, trimmed_through(log, partition)
+    with conn.transaction():
+        newest: str | None = None
+        if stream_id_key(after) <= stream_id_key(mark or "0-0"):
+            cov = coverage(conn, log, partition)
+            newest = cov.newest
+            _refuse_lost(cov, after, mark)
+            if cov.unarchived and cov.first is not None:
+                log_.warning("partition %s: the archive lacks %s the stream holds from %s on, with no dead "
+                             "letter (rows deleted?); reading that part from the stream", partition,
+                             _plural(cov.unarchived, "event"), cov.first)
+                end = _lower(until, _before(cov.first))
+        gaps = known_gaps(conn, partition)
+        newest = newest or (newest_archived(conn, partition) if gaps else None)
+    if newest is None:
+        return [], end
+    # A gap past the archive's newest row is no gap: the stream, read after that row, has it.
+    last = stream_id_key(_lower(end, newest) or newest)
+    return [g for g in gaps if stream_id_key(after) < stream_id_key(g) <= last], end
+
+
+def _refuse_lost(cov: Coverage, after: str, mark: str | None) -> None:
+    if not cov.lost or cov.first is None or stream_id_key(after) >= stream_id_key(cov.first):
+        return
+    if mark is not None and cov.newest is not None and stream_id_key(cov.newest) < stream_id_key(mark):
+        return  # the archive ends below the trim: the stream read says so (`_gap`)
+    raise HistoryGap(
+        f"partition {cov.partition}: the archive lacks {_plural(cov.lost, 'event')} below {cov.first}, where the "
+        f"stream now begins (trimmed through {mark}), and has no dead letter for them (rows deleted, or a "
+        "partition of event_archive dropped?); history cannot be replayed past them: restore event_archive from a "
+        "backup that holds them")
+
+
+def _gap_event(conn: psycopg.Connection[Any], log: RedisEventLog, partition: int, sid: str) -> RecordedEvent:
+    """The event of a known gap: the archive may hold it by now (re-driven), else the stream must."""
+    try:
+        with conn.transaction():
+            r = event_at(conn, log, partition, sid)
+    except EventError as e:
+        raise EventError(f"the event at partition {partition} id {sid} (dead-lettered by the archive, read from "
+                         f"the stream) cannot be decoded: {e}") from e
+    if r is None:
+        raise HistoryGap(
+            f"partition {partition}: the event at {sid} was dead-lettered by the archive, which does not hold it, "
+            f"and the stream no longer has it (trimmed through {trimmed_through(log, partition)}); history cannot "
+            "be replayed past it: restore it from a backup of the stream taken before that trim "
+            "(`memledger replay dead-letters --projection archive` lists it)")
+    return r
+
+
+def _before(sid: str) -> str:
+    """The position just before `sid`, in the archive's terms (its ranges include their upper end)."""
+    ms, seq = stream_id_key(sid)
+    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{_MAX[1]}"
+
+
+def _lower(a: str | None, b: str | None) -> str | None:
+    """The lower of two upper bounds, None being no bound."""
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a, b, key=_bound)
 
 
 def _gap(partition: int, cursor: str, mark: str, stream_only: bool) -> HistoryGap:

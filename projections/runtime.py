@@ -33,8 +33,10 @@ log = logging.getLogger("memledger.projector")
 TRANSIENT = (StoreUnavailable, psycopg.OperationalError)
 T = TypeVar("T")
 # Errors that point at one event (bad data) rather than at the system: those events are
-# retried singly and then dead-lettered. Anything else (a missing table, a bug) stops
-# the projector instead of dead-lettering every event that follows.
+# retried singly and then dead-lettered, unless the projection says `skips_poison = False`
+# (the archive: others read history from it), which stops its projector before the event
+# instead. Anything else (a missing table, a bug) stops the projector instead of
+# dead-lettering every event that follows.
 POISON = (psycopg.DataError, psycopg.IntegrityError, EventError, ValueError, TypeError, KeyError, AttributeError)
 
 
@@ -252,9 +254,18 @@ class Projector:
 
     def _poison(self, partition: int, stream_id: str, after: str, event_id: str | None,
                 event_type: str | None, error: str, attempts: int) -> None:
+        name = self.projection.name
+        what = (f"{name}: event {event_id or '?'} ({event_type or 'undecodable'}) at partition {partition} "
+                f"id {stream_id}")
         if self.options.fail_fast:
-            raise PoisonEvent(f"{self.projection.name}: event {event_id or '?'} ({event_type or 'undecodable'}) "
-                              f"at partition {partition} id {stream_id} failed: {error}")
+            raise PoisonEvent(f"{what} failed: {error}")
+        if not getattr(self.projection, "skips_poison", True):
+            # Dead-lettering moves the checkpoint past the event: for a read model others read
+            # history from (the archive), that would hide the event from every replay.
+            raise PoisonEvent(
+                f"{what} failed: {_one_line(error)}; not skipped: {name} never dead-letters an event, so its "
+                "projector stopped before this one (its checkpoint stays there, and no trim passes it). Fix the "
+                "cause and start the projector again: it resumes at this event")
         log.error("%s: dead-lettering %s at %s/%s: %s", self.projection.name, event_id, partition, stream_id, error)
         self._retrying(lambda: self.projection.dead_letter(partition, stream_id, after, event_id, event_type,
                                                            error, attempts))
@@ -279,3 +290,7 @@ class Projector:
             self.projection.reconnect()
         except TRANSIENT:
             pass
+
+
+def _one_line(error: str) -> str:
+    return " | ".join(line.strip() for line in error.splitlines() if line.strip())

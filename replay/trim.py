@@ -6,8 +6,13 @@ Per partition the trim point (XTRIM MINID, never MAXLEN) is the smallest of:
   has applied nothing of the partition forbids trimming it at all), and of every other
   consumer that keeps a row in `projection_checkpoints` (the session enqueuer, say);
 - the checkpoint of a running rebuild of the archive (it reads the stream alone);
-- the archive's earliest open dead letter (an event the archive does not hold yet).
-Everything below that point is in the archive, so rebuilds (which read the archive, then
+- the archive's newest row (its checkpoint is normally there; ahead of it, rows were lost);
+- the archive's oldest known gap: an event it dead-lettered (an older archive projector
+  did; it now stops instead) and does not hold, open letter or not. The stream is the only
+  copy of such an event, and history readers take it from there.
+A partition whose archive lacks events the stream still holds, with no dead letter for
+them (rows deleted by hand: `ledger.archive.coverage` counts them), is not trimmed at all.
+Everything below the point is in the archive, so rebuilds (which read the archive, then
 the stream) still see the full history. `replay/lua/trim.lua` trims and records the
 newest removed id, which history readers use to detect a gap instead of skipping events.
 """
@@ -20,18 +25,20 @@ from dataclasses import dataclass, replace
 import psycopg
 
 from ledger import Settings, open_log
-from ledger.archive import trimmed_key
+from ledger.archive import coverage, known_gaps, trimmed_key
 from ledger.connections import database_url
 from ledger.events import stream_id_key
+from ledger.log import RedisEventLog
 from ledger.scripts import LuaScript
 from projections.registry import PROJECTIONS, open_projection
 
-from .deadletters import list_dead_letters
 from .targets import open_target
 
 __all__ = ["TrimPoint", "plan_trim", "trim"]
 
 DAY_MS = 86_400_000
+NO_LIMIT = "18446744073709551615-0"  # above every stream id
+Limits = list[tuple[str, dict[int, str | None]]]  # (who, partition -> the id it holds the trim at)
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,12 @@ def plan_trim(settings: Settings, older_than_days: float, now_ms: int | None = N
     """Where each partition would be trimmed; reads only."""
     log = open_log(settings)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    limits = _limits(settings)
+    limits, refusals = _limits(settings, log)
     points = []
     for p in range(log.partitions):
+        if p in refusals:
+            points.append(TrimPoint(p, None, refusals[p]))
+            continue
         bounds: list[tuple[str, str | None]] = [("age", f"{max(0, now_ms - int(older_than_days * DAY_MS))}-0")]
         bounds += [(who, checkpoints.get(p)) for who, checkpoints in limits]
         missing = [who for who, sid in bounds if sid is None]
@@ -61,8 +71,8 @@ def plan_trim(settings: Settings, older_than_days: float, now_ms: int | None = N
     return points
 
 
-def _limits(settings: Settings) -> list[tuple[str, dict[int, str | None]]]:
-    out: list[tuple[str, dict[int, str | None]]] = []
+def _limits(settings: Settings, log: RedisEventLog) -> tuple[Limits, dict[int, str]]:
+    out: Limits = []
     for name in PROJECTIONS:
         projection = open_projection(name, settings)
         try:
@@ -78,13 +88,29 @@ def _limits(settings: Settings) -> list[tuple[str, dict[int, str | None]]]:
         finally:
             target.close()
     out += _other_consumers(settings, set(PROJECTIONS))
-    letters: dict[int, str | None] = {}
-    for d in list_dead_letters(settings, "archive"):
-        letters.setdefault(d.partition, d.stream_id)  # sorted: the earliest comes first
-    out.append(("an open archive dead letter", {p: letters.get(p, "18446744073709551615-0")
-                                                for p in range(settings.partitions)}))
+    archive, refusals = _archive_limits(settings, log)
     _flush_commits(settings)
-    return out
+    return out + archive, refusals
+
+
+def _archive_limits(settings: Settings, log: RedisEventLog) -> tuple[Limits, dict[int, str]]:
+    """What the archive's rows allow: its newest row, its oldest known gap, and the partitions
+    not to trim at all because the archive lacks events only the stream holds."""
+    newest: dict[int, str | None] = {}
+    gaps: dict[int, str | None] = {}
+    refusals: dict[int, str] = {}
+    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+        for p in range(settings.partitions):
+            held = coverage(conn, log, p)
+            newest[p] = held.newest or "0-0"  # holds nothing: trims nothing
+            gaps[p] = next(iter(known_gaps(conn, p)), NO_LIMIT)
+            if held.unarchived:
+                refusals[p] = (f"the archive lacks {held.unarchived} event{'s' if held.unarchived > 1 else ''} the "
+                               f"stream holds (from {held.first} on) and has no dead letter for them (rows "
+                               "deleted?); restore them first (`memledger replay rebuild archive`, if the stream was "
+                               "never trimmed)")
+    limits: Limits = [("the archive's newest event", newest), ("an archive dead letter (an event it lacks)", gaps)]
+    return limits, refusals
 
 
 def _flush_commits(settings: Settings) -> None:

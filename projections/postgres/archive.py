@@ -1,4 +1,11 @@
-"""The event archive: every event, as stored, in PostgreSQL (the log's cold tier)."""
+"""The event archive: every event, as stored, in PostgreSQL (the log's cold tier).
+
+The archive never skips an event. Rebuilds read history from it (`ledger.archive.read_from`)
+and the stream is trimmed below its checkpoint, so an event it dead-lettered (checkpoint
+moved past, no row) would vanish from every replay. An event it cannot store therefore
+stops its projector before that event (`skips_poison = False`, honoured by the projector
+runtime): its checkpoint only ever moves together with the rows of the events it passes.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ class ArchiveProjection(PostgresProjection):
     name = "archive"
     version = 1
     tables = ("event_archive",)
+    skips_poison = False  # an event it cannot store stops the projector (module docstring)
 
     def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
         cur.execute(_INSERT, (orjson.dumps([_row(r) for r in events]).decode(),))
