@@ -45,19 +45,24 @@ def test_sigkill_at_random_points_leaves_tables_equal_to_a_clean_run(settings: S
     # Given 50k events in the ledger
     migrate.upgrade(settings)
     assert send_all(open_bus(settings), workload(50_000, seed=11)) == 50_000
-    rnd, progress = random.Random(3), []
-    # When a projector is SIGKILLed 20 times at random points, then allowed to finish
-    for _ in range(20):
+    rnd, progress = random.Random(3), [0]
+    # When a projector is SIGKILLed at random points (at most 30 times, until it has
+    # finished), then allowed to finish. Short runs: a faster start-up or machine must not
+    # let the first few runs project everything before the kills land.
+    for _ in range(30):
         proc = _projector(settings, "--until-caught-up")
-        time.sleep(rnd.uniform(0.4, 1.6))
+        time.sleep(rnd.uniform(0.3, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         progress.append(_applied(settings))
+        if progress[-1] == 50_000:
+            break
     final = _projector(settings, "--until-caught-up", errors=True)
     _, err = final.communicate(timeout=300)
     assert final.returncode == 0, err.decode()
     # Then kills landed mid-run (progress grew between them) and the tables equal a clean run's
-    assert len(set(progress)) > 5, progress
+    partial = {p for p in progress if 0 < p < 50_000}
+    assert len(partial) >= 5, progress
     assert live_digest(settings) == clean_digest(settings)
 
 

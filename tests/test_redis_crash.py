@@ -58,7 +58,7 @@ def _kill_repeatedly(settings: Settings, name: str, seed: int, seen: list[dict[i
         deadline = time.monotonic() + 30
         while live.checkpoints() == last and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(rnd.uniform(0.0, 0.3))  # anywhere: reading, folding, in the script call
+        time.sleep(rnd.uniform(0.0, 0.1))  # anywhere: reading, folding, in the script call
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         last = live.checkpoints()
