@@ -19,6 +19,7 @@ or value, a transcript message.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = ["MAX_DEPTH", "check_storable", "check_timestamp", "text_problem"]
 #: How deeply lists and objects may nest inside a command (metadata included).
 MAX_DEPTH = 32
 INT64 = (-(2**63), 2**63 - 1)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 
@@ -76,13 +78,12 @@ def check_storable(value: Any, where: str, depth: int = 0) -> None:
 
 def text_problem(text: str) -> str | None:
     """Why PostgreSQL text or jsonb could not hold `text`, or None if it can."""
-    if "\x00" in text:
+    found = _UNSTORABLE.search(text)  # one scan, no copy (encoding a long text would allocate)
+    if found is None:
+        return None
+    if found.group() == "\x00":
         return "text may not contain NUL characters (\\u0000): PostgreSQL text cannot hold them"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return f"text is not valid Unicode (a lone surrogate {text[e.start]!r} at character {e.start})"
-    return None
+    return f"text is not valid Unicode (a lone surrogate {found.group()!r} at character {found.start()})"
 
 
 def _check_text(text: str, where: str) -> None:
