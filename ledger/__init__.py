@@ -1,23 +1,24 @@
-"""The log: events, codec, upcasters, the Redis-Stream ledger, settings and connections."""
+"""The log: events, codec, upcasters, the EventLog role and its Redis-Stream ledger, settings and connections."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .errors import LedgerError
+from .eventlog import Append, EventLog, Receipt, Subject, SubjectState, Trimmed
 from .events import Event, Position, RecordedEvent
 from .lazy import lazy_names
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .log import Append, Receipt, RedisEventLog
+    from .log import RedisEventLog
 
-__all__ = ["Append", "Event", "LedgerError", "Position", "Receipt", "RecordedEvent", "RedisEventLog",
-           "Settings", "open_log"]
+__all__ = ["Append", "Event", "EventLog", "LedgerError", "Position", "Receipt", "RecordedEvent", "RedisEventLog",
+           "Settings", "Subject", "SubjectState", "Trimmed", "open_log"]
 
 # Names whose modules import a driver: resolved on first use, so importing the pure
-# modules (events, codec, upcasting) through this package loads no redis (PEP 562).
-_LAZY = {"Append": ".log", "Receipt": ".log", "RedisEventLog": ".log"}
+# modules (events, codec, upcasting, the EventLog role) through this package loads no redis (PEP 562).
+_LAZY = {"RedisEventLog": ".log"}
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
     __getattr__ = lazy_names(__name__, _LAZY, globals())

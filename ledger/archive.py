@@ -31,30 +31,39 @@ jumped over. Two kinds:
   (the archive is then used below F only). One index-only count per such read, and nothing
   when the stream holds nothing the archive does (the benchmark's case). On Redis 6.2 (no
   `entries-added`) only the part the stream still holds is checked.
+
+This module is the archive's only door: every statement on `event_archive` is here (the
+archive projection's inserts, history and event look-ups for queries and workers, the
+counts a rebuild plans with). Connections come from `ledger.postgres`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
 import redis
+from psycopg.rows import tuple_row
 from pydantic import ValidationError
 
 from .codec import decode_entry, from_dict
 from .errors import EventError, LedgerError, StoreUnavailable
-from .events import Position, RecordedEvent, stream_id_key
+from .events import Event, Position, RecordedEvent, stream_id_key
 from .log import RedisEventLog
 from .partitions import Keys
+from .postgres import connect, translated
 from .settings import Settings
 
-__all__ = ["Coverage", "HistoryGap", "archive_count", "archive_estimate", "coverage", "event_at", "known_gaps",
-           "newest_archived", "read_archive", "read_from", "stream_range", "trimmed_key", "trimmed_through"]
+__all__ = ["COLUMNS", "Coverage", "HistoryGap", "agent_history", "archive_count", "archive_estimate", "copy_rows",
+           "coverage", "event_at", "event_by_id", "find_event", "insert", "known_gaps", "later_of_subject",
+           "newest_archived", "read_archive", "read_from", "stream_range", "subject_history", "trimmed_key",
+           "trimmed_through"]
 
 log_ = logging.getLogger("memledger.archive")
 PAGE = 5000
@@ -99,13 +108,13 @@ class HistoryGap(LedgerError):
 
 
 def trimmed_key(keys: Keys, partition: int) -> str:
-    """String key: the newest stream id `ledger trim` removed from the partition."""
-    return f"{keys.tag(partition)}:trimmed"
+    """String key: the newest stream id `EventLog.trim` removed from the partition."""
+    return keys.trimmed(partition)
 
 
 def trimmed_through(log: RedisEventLog, partition: int) -> str | None:
-    value = log.client.get(trimmed_key(log.keys, partition))
-    return None if value is None else (value.decode() if isinstance(value, bytes) else str(value))
+    """The newest id a trim removed from the partition (`EventLog.trimmed_through`)."""
+    return log.trimmed_through(partition)
 
 
 def _bound(until: str | None) -> tuple[int, int]:
@@ -117,14 +126,42 @@ def _connection(source: Settings | psycopg.Connection[Any]) -> Iterator[psycopg.
     if isinstance(source, psycopg.Connection):
         yield source
         return
-    from .connections import database_url
-
-    try:
-        conn = psycopg.connect(database_url(source), options=f"-c search_path={source.db_schema}")
-    except psycopg.OperationalError as e:
-        raise StoreUnavailable(f"PostgreSQL is unreachable: {e}") from e
-    with conn:
+    with connect(source) as conn, translated():
         yield conn
+
+
+# -- writing -----------------------------------------------------------------------------
+
+#: The archive's columns, in the order `insert` and `copy_rows` take them.
+COLUMNS = ("event_id", "partition", "stream_ms", "stream_seq", "org_id", "agent_id", "subject_id", "subject_version",
+           "type", "schema_version", "occurred_at", "body")
+_COLUMN_LIST = ", ".join(COLUMNS)
+# One JSON array per batch, turned into rows by PostgreSQL: much cheaper than adapting
+# each value in Python. Bodies are embedded unparsed (orjson.Fragment).
+_INSERT = (f"INSERT INTO event_archive ({_COLUMN_LIST}) SELECT {_COLUMN_LIST}"
+           " FROM jsonb_populate_recordset(NULL::event_archive, %s::jsonb)")
+
+
+def insert(cur: psycopg.Cursor[Any], events: Sequence[RecordedEvent]) -> None:
+    """Archive `events` inside the caller's transaction, each body as stored (its original
+    schema version; upcast on read). An event archived already violates the unique key."""
+    cur.execute(_INSERT, (orjson.dumps([_row(r) for r in events]).decode(),))
+
+
+def _row(r: RecordedEvent) -> dict[str, object]:
+    e, (ms, seq) = r.event, r.position.key
+    return {"event_id": e.event_id, "partition": r.position.partition, "stream_ms": ms, "stream_seq": seq,
+            "org_id": e.org_id, "agent_id": e.agent_id, "subject_id": e.subject_id,
+            "subject_version": e.subject_version, "type": e.type, "schema_version": r.stored_version,
+            "occurred_at": e.occurred_at, "body": orjson.Fragment(r.raw)}
+
+
+def copy_rows(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> None:
+    """COPY raw rows (values in `COLUMNS` order; the body as JSON text) into the archive, in the
+    caller's transaction: the fastest way in, for loading history in bulk (the benchmark)."""
+    with conn.cursor() as cur, cur.copy(f"COPY event_archive ({_COLUMN_LIST}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 # -- what the archive lacks ------------------------------------------------------------
@@ -433,3 +470,57 @@ def stream_range(log: RedisEventLog, partition: int, start: str, end: str,
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     return [(sid.decode() if isinstance(sid, bytes) else str(sid), fields) for sid, fields in reply or []]
+
+
+# -- look-ups: history for queries, single events for workers and re-drives --------------------
+
+_HISTORY = ("SELECT partition, stream_ms, stream_seq, subject_version, schema_version, body::text FROM event_archive"
+            " WHERE {} ORDER BY partition, stream_ms, stream_seq")
+
+
+def _history(conn: psycopg.Connection[Any], where: str, args: tuple[Any, ...]) -> list[RecordedEvent]:
+    with conn.cursor(row_factory=tuple_row) as cur:  # whatever the connection's row factory
+        rows = cur.execute(_HISTORY.format(where), args).fetchall()
+    return [_decode_row(*row) for row in rows]
+
+
+def subject_history(conn: psycopg.Connection[Any], org_id: str, subject_id: str) -> list[RecordedEvent]:
+    """Every archived event of one memory (or session) of an org, oldest first, upcast."""
+    return _history(conn, "org_id = %s AND subject_id = %s", (org_id, subject_id))
+
+
+def agent_history(conn: psycopg.Connection[Any], org_id: str, agent_id: str, until: datetime) -> list[RecordedEvent]:
+    """The archived events of one agent that occurred at or before `until`, in position order, upcast."""
+    return _history(conn, "org_id = %s AND agent_id = %s AND occurred_at <= %s", (org_id, agent_id, until))
+
+
+def event_by_id(conn: psycopg.Connection[Any], event_id: str, org_id: str, agent_id: str) -> Event | None:
+    """Event `event_id` if the archive holds it as one of `org_id`/`agent_id`'s: another org's
+    (or agent's) event reads as missing."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute("SELECT subject_version, body::text FROM event_archive"
+                          " WHERE event_id = %s AND org_id = %s AND agent_id = %s",
+                          (event_id, org_id, agent_id)).fetchone()
+    return None if row is None else from_dict(orjson.loads(row[1]), int(row[0]))
+
+
+def find_event(conn: psycopg.Connection[Any], org_id: str, agent_id: str, subject_id: str,
+               event_type: str) -> tuple[str, str] | None:
+    """(event id, stream id) of the first archived `event_type` event of a subject; None while
+    the archive does not hold one (the archive projector may be behind)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "SELECT event_id, stream_ms, stream_seq FROM event_archive WHERE org_id = %s AND agent_id = %s"
+            " AND subject_id = %s AND type = %s ORDER BY partition, stream_ms, stream_seq LIMIT 1",
+            (org_id, agent_id, subject_id, event_type)).fetchone()
+    return None if row is None else (str(row[0]), f"{row[1]}-{row[2]}")
+
+
+def later_of_subject(conn: psycopg.Connection[Any], partition: int, org_id: str, subject_id: str, after: str,
+                     until: str) -> str | None:
+    """The position of an archived event of the subject in (after, until] of `partition`, if any."""
+    args = _range_args(partition, after, until)
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute("SELECT stream_ms, stream_seq" + _RANGE + " AND org_id = %(org)s AND subject_id = %(subject)s"
+                          " LIMIT 1", {**args, "org": org_id, "subject": subject_id}).fetchone()
+    return None if row is None else f"{row[0]}-{row[1]}"

@@ -1,4 +1,8 @@
-"""Connections to Redis and PostgreSQL, resolved from settings (or the embedded default)."""
+"""Where the servers are, resolved from settings (or the embedded default), and Redis clients.
+
+PostgreSQL connections are opened (and their errors translated) in one place,
+`ledger.postgres.connect`, which takes settings or one of the URLs resolved here.
+"""
 
 from __future__ import annotations
 

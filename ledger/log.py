@@ -1,17 +1,22 @@
-"""The ledger on Redis Streams: atomic appends (Lua) and reads, per partition."""
+"""The ledger on Redis Streams: `RedisEventLog`, the `EventLog` role's implementation.
+
+Keys of one partition share the hash tag `{<ns>:p<N>}` (ledger/partitions.py), so every
+script below touches one slot: append.lua (the atomic append), trim.lua (trimming and its
+mark), count.lua (counting a range on the server). Redis errors become the ledger's errors
+here, at the edge: a lost connection is `StoreUnavailable`.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
 from .codec import decode_entry
+from .durability import read_persistence
 from .errors import (
-    CommandError,
     ConfigurationError,
     StoreUnavailable,
     SubjectExists,
@@ -19,45 +24,55 @@ from .errors import (
     UnknownSubject,
     VersionConflict,
 )
-from .events import Position, RecordedEvent
-from .partitions import Keys
+from .eventlog import (
+    Append,
+    Entry,
+    EventLog,
+    Kind,
+    Mode,
+    Outcome,
+    Receipt,
+    ServerFacts,
+    Subject,
+    SubjectState,
+    Trimmed,
+)
+from .events import RecordedEvent, stream_id_key
+from .partitions import Keys, partition_for
+from .ratelimit import RateLimiter
 from .scripts import LuaScript
 
+if TYPE_CHECKING:
+    import psycopg
 
-@dataclass(frozen=True, slots=True)
-class Append:
-    """One command's encoded events, with the checks the append script must make."""
+    from .settings import Settings
 
-    partition: int
-    subject_field: str  # "<kind>/<org>/<agent>/<subject id>"
-    expected_version: int  # -1: any
-    mode: str  # create | change | end | touch (see append.lua)
-    idempotency_key: str | None  # the full Redis key, or None
-    event_ids: tuple[str, ...]
-    bodies: tuple[bytes, ...]
+# Re-exported: these names lived here before the role had a module of its own.
+__all__ = ["Append", "Entry", "Kind", "Mode", "Outcome", "Receipt", "RedisEventLog", "Subject", "SubjectState",
+           "Trimmed"]
 
+T = TypeVar("T")
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """Proof of an append, and a consistency token to wait on (`wait_for`)."""
-
-    partition: int
-    stream_id: str
-    subject_version: int
-    event_ids: tuple[str, ...]
-    duplicate: bool = False
-
-    @property
-    def position(self) -> Position:
-        return Position(self.partition, self.stream_id)
-
-
-Outcome = Receipt | CommandError
-Entry = tuple[int, str, dict[Any, Any]]  # partition, stream id, raw fields
+#: Entries `load` sends per round trip.
+LOAD_CHUNK = 2000
+#: Key suffixes of a partition that belong to the ledger; `partition_key` refuses them.
+OWN_SUFFIXES = ("stream", "subjects", "trimmed", "idem:")
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(kind: str, org_id: str, agent_id: str, subject_id: str) -> str:
+    """A subject's field in the partition's subjects hash (see append.lua)."""
+    return f"{kind}/{org_id}/{agent_id}/{subject_id}"
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    try:
+        return stream_id_key(stream_id)
+    except ValueError:
+        raise ValueError(f"{stream_id!r} is not a stream id (<ms>-<seq>)") from None
 
 
 def _stored_receipt(partition: int, value: bytes | None) -> Receipt | None:
@@ -68,8 +83,19 @@ def _stored_receipt(partition: int, value: bytes | None) -> Receipt | None:
     return Receipt(partition, stream_id, int(version), tuple(ids.split(",")) if ids else (), duplicate=True)
 
 
-class RedisEventLog:
-    """The partitioned ledger. Appends never trim; reads decode and upcast."""
+def _unavailable(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise StoreUnavailable(f"Redis is unreachable: {e}") from e
+
+
+class RedisEventLog(EventLog):
+    """The partitioned ledger on one Redis. Appends never trim; reads decode and upcast.
+
+    `client` and `keys` are this module's (and ledger/archive.py's): other packages use the
+    `EventLog` methods.
+    """
 
     def __init__(self, client: redis.Redis, namespace: str, partitions: int, idempotency_ttl: int = 604800):
         self.client = client
@@ -77,6 +103,12 @@ class RedisEventLog:
         self.partitions = partitions
         self.idempotency_ttl = idempotency_ttl
         self._append = LuaScript(client, "append.lua")
+        self._trim = LuaScript(client, "trim.lua")
+        self._count = LuaScript(client, "count.lua")
+
+    @property
+    def namespace(self) -> str:
+        return self.keys.namespace
 
     def check_layout(self) -> None:
         """Refuse to run with a partition count other than the one the ledger was created with.
@@ -84,27 +116,25 @@ class RedisEventLog:
         Changing it would route an agent's next events to another stream and break
         per-memory ordering.
         """
-        try:
+        def stored() -> int:
             self.client.hsetnx(self.keys.meta, "partitions", self.partitions)
-            stored = int(self.client.hget(self.keys.meta, "partitions") or self.partitions)
-        except redis.ConnectionError as e:
-            raise StoreUnavailable(f"Redis is unreachable: {e}") from e
-        if stored != self.partitions:
+            return int(self.client.hget(self.keys.meta, "partitions") or self.partitions)
+
+        found = _unavailable(stored)
+        if found != self.partitions:
             raise ConfigurationError(
-                f"namespace {self.keys.namespace!r} was created with {stored} partitions, "
-                f"not {self.partitions}; set MEMLEDGER_PARTITIONS={stored}"
+                f"namespace {self.keys.namespace!r} was created with {found} partitions, "
+                f"not {self.partitions}; set MEMLEDGER_PARTITIONS={found}"
             )
 
     # -- appending ---------------------------------------------------------------------
 
-    def append(self, item: Append) -> Outcome:
-        return self.append_many([item])[0]
-
     def append_many(self, items: Sequence[Append]) -> list[Outcome]:
         """Append commands in one round trip: one script call per partition touched."""
         groups: dict[int, list[int]] = defaultdict(list)
+        partitions = self.partitions
         for index, item in enumerate(items):
-            groups[item.partition].append(index)
+            groups[partition_for(item.org_id, item.agent_id, partitions)].append(index)
         replies = self._append.run_many(
             [self._script_call(partition, [items[i] for i in indexes]) for partition, indexes in groups.items()])
         outcomes: list[Outcome | None] = [None] * len(items)
@@ -113,45 +143,51 @@ class RedisEventLog:
                 outcomes[index] = self._outcome(partition, items[index], answer)
         return [o for o in outcomes if o is not None]
 
+    def _idempotency_key(self, partition: int, item: Append) -> str | None:
+        if item.idempotency_key is None:
+            return None
+        return self.keys.idempotency(partition, item.org_id, item.agent_id, item.idempotency_key)
+
     def _script_call(self, partition: int, items: list[Append]) -> tuple[list[str], list[Any]]:
-        stream, subjects = self.keys.stream(partition), self.keys.subjects(partition)
-        keys = [stream, subjects]
+        subjects = self.keys.subjects(partition)
+        keys = [self.keys.stream(partition), subjects]
         args: list[Any] = [self.idempotency_ttl, len(items)]
+        # The command path's hottest loop: the subject field (see `_field`) is built inline.
         for item in items:
-            keys.append(item.idempotency_key or subjects)
-            idem = item.idempotency_key is not None
-            args += [item.subject_field, item.expected_version, item.mode,
-                     1 if idem else 0, ",".join(item.event_ids) if idem else "", len(item.bodies)]
+            expected = -1 if item.expected_version is None else item.expected_version
+            field = f"{item.kind}/{item.org_id}/{item.agent_id}/{item.subject_id}"
+            if item.idempotency_key is None:
+                keys.append(subjects)
+                args += [field, expected, item.mode, 0, "", len(item.bodies)]
+            else:
+                keys.append(self.keys.idempotency(partition, item.org_id, item.agent_id, item.idempotency_key))
+                args += [field, expected, item.mode, 1, ",".join(item.event_ids), len(item.bodies)]
             args += item.bodies
         return keys, args
 
     def original_receipts(self, items: Sequence[Append]) -> list[Receipt | None]:
-        """The receipt each item's idempotency key already holds (None: no key, or unseen).
+        partitions = [self.partition_of(item.org_id, item.agent_id) for item in items]
+        keys = [self._idempotency_key(p, item) for p, item in zip(partitions, items)]
 
-        Read-only, one round trip; the append script stays the authority (a key seen
-        here may expire before an append, which then simply appends).
-        """
-        keyed = [item for item in items if item.idempotency_key is not None]
-        try:
+        def read() -> list[Any]:
             with self.client.pipeline(transaction=False) as pipe:
-                for item in keyed:
-                    pipe.get(item.idempotency_key)  # type: ignore[arg-type]
-                values = iter(pipe.execute())
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise StoreUnavailable(f"Redis is unreachable: {e}") from e
-        return [None if item.idempotency_key is None else _stored_receipt(item.partition, next(values))
-                for item in items]
+                for key in keys:
+                    if key is not None:
+                        pipe.get(key)
+                return pipe.execute()
+
+        values = iter(_unavailable(read) if any(k is not None for k in keys) else [])
+        return [None if key is None else _stored_receipt(p, next(values)) for p, key in zip(partitions, keys)]
 
     @staticmethod
     def _outcome(partition: int, item: Append, answer: list[bytes]) -> Outcome:
         status = _text(answer[0])
-        subject = item.subject_field.split("/", 3)[-1]
         if status == "ok":
             return Receipt(partition, _text(answer[1]), int(answer[2]), item.event_ids)
         if status == "dup":
             ids = tuple(_text(answer[3]).split(",")) if answer[3] else ()
             return Receipt(partition, _text(answer[1]), int(answer[2]), ids, duplicate=True)
-        current = int(answer[1])
+        current, subject = int(answer[1]), item.subject_id
         if status == "conflict":
             return VersionConflict(
                 f"{subject} is at version {current}, not {item.expected_version}; "
@@ -162,43 +198,110 @@ class RedisEventLog:
             return UnknownSubject(f"{subject} does not exist in this org and agent")
         return SubjectForgotten(f"{subject} was forgotten or expired (version {current}); it takes no changes")
 
+    def load(self, partition: int, entries: Iterable[tuple[str, int, bytes]]) -> int:
+        items, last = list(entries), self.head(partition) or "0-0"
+        for sid, _, _ in items:
+            if _id_key(sid) <= _id_key(last):
+                raise ValueError(f"cannot load {sid} into partition {partition} after {last}: ids must be above "
+                                 "the partition's head, in order; nothing was loaded")
+            last = sid
+        stream = self.keys.stream(partition)
+        for start in range(0, len(items), LOAD_CHUNK):
+            def write(chunk: list[tuple[str, int, bytes]] = items[start:start + LOAD_CHUNK]) -> None:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for sid, version, body in chunk:
+                        pipe.xadd(stream, {"v": version, "e": body}, id=sid)
+                    pipe.execute()
+
+            _unavailable(write)
+        return len(items)
+
+    def subject_state(self, subject: Subject) -> SubjectState:
+        partition = self.partition_of(subject.org_id, subject.agent_id)
+        field = _field(subject.kind, subject.org_id, subject.agent_id, subject.subject_id)
+        raw: Any = _unavailable(lambda: self.client.hget(self.keys.subjects(partition), field))
+        if raw is None:
+            return SubjectState()
+        text = _text(raw)
+        # append.lua prefixes the version with "-" once the subject has ended.
+        return SubjectState(int(text[1:]), "ended") if text.startswith("-") else SubjectState(int(text), "live")
+
     # -- reading -----------------------------------------------------------------------
 
     def read(self, partition: int, after: str = "0-0", count: int = 1000, until: str = "+") -> list[RecordedEvent]:
-        """Up to `count` events of one partition strictly after stream id `after`."""
-        try:
-            entries: Any = self.client.xrange(self.keys.stream(partition), f"({after}", until, count=count)
-        except redis.ConnectionError as e:
-            raise StoreUnavailable(f"Redis is unreachable: {e}") from e
+        entries: Any = _unavailable(lambda: self.client.xrange(self.keys.stream(partition), f"({after}", until,
+                                                               count=count))
         return [decode_entry(partition, sid, fields) for sid, fields in entries]
 
-    def iter_partition(self, partition: int, after: str = "0-0", until: str = "+", batch: int = 2000) -> Iterator[RecordedEvent]:
-        while True:
-            chunk = self.read(partition, after, batch, until)
-            yield from chunk
-            if len(chunk) < batch:
-                return
-            after = chunk[-1].position.stream_id
-
-    def wait_new(self, cursors: dict[int, str], count: int, block_ms: int) -> list[RecordedEvent]:
-        """Events after each partition's cursor; blocks up to `block_ms` when there are none."""
-        return [decode_entry(*entry) for entry in self.wait_entries(cursors, count, block_ms)]
+    def read_reverse(self, partition: int, until: str = "+", count: int = 1000,
+                     since: str = "-") -> list[RecordedEvent]:
+        entries: Any = _unavailable(lambda: self.client.xrevrange(self.keys.stream(partition), max=until, min=since,
+                                                                  count=count))
+        return [decode_entry(partition, sid, fields) for sid, fields in entries]
 
     def wait_entries(self, cursors: dict[int, str], count: int, block_ms: int | None) -> list[Entry]:
-        """Undecoded entries after each cursor (a projector decodes them one by one, so an
-        undecodable entry can be dead-lettered instead of stopping the batch)."""
         streams = {self.keys.stream(p): sid for p, sid in cursors.items()}
         by_key = {self.keys.stream(p): p for p in cursors}
-        try:
-            reply: Any = self.client.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise StoreUnavailable(f"Redis is unreachable: {e}") from e
+        # redis-py types `streams` too narrowly (a dict of str to str is what XREAD takes).
+        reply: Any = _unavailable(
+            lambda: self.client.xread(streams, count=count, block=block_ms))  # type: ignore[arg-type]
         return [(by_key[_text(key)], _text(sid), fields) for key, entries in reply or [] for sid, fields in entries]
 
     def head(self, partition: int) -> str | None:
-        """The id of the partition's newest entry, or None while it is empty."""
-        last: Any = self.client.xrevrange(self.keys.stream(partition), count=1)
+        last: Any = _unavailable(lambda: self.client.xrevrange(self.keys.stream(partition), count=1))
         return _text(last[0][0]) if last else None
 
+    def first(self, partition: int) -> str | None:
+        oldest: Any = _unavailable(lambda: self.client.xrange(self.keys.stream(partition), count=1))
+        return _text(oldest[0][0]) if oldest else None
+
     def length(self, partition: int) -> int:
-        return int(self.client.xlen(self.keys.stream(partition)))
+        return int(_unavailable(lambda: self.client.xlen(self.keys.stream(partition))))
+
+    def count_after(self, partition: int, after: str, cap: int, before: str | None = None,
+                    types: Collection[str] | None = None) -> int:
+        if before is not None and _id_key(before) <= _id_key(after):
+            return 0
+        end = "+" if before is None else f"({before}"
+        return int(self._count.run([self.keys.stream(partition)], [f"({after}", end, cap, *(types or ())]))
+
+    def history(self, partition: int, after: str = "0-0", until: str | None = None,
+                source: Settings | psycopg.Connection[Any] | None = None) -> Iterator[RecordedEvent]:
+        from .archive import read_from  # the archive imports this module (and psycopg)
+
+        return read_from(source, self, partition, after, until)
+
+    # -- trimming ----------------------------------------------------------------------
+
+    def trim(self, partition: int, below_id: str) -> Trimmed:
+        _id_key(below_id)  # a malformed id is refused here, not half-way through the script
+        removed, mark = self._trim.run([self.keys.stream(partition), self.keys.trimmed(partition)], [below_id])
+        return Trimmed(int(removed), _text(mark) or None)
+
+    def trimmed_through(self, partition: int) -> str | None:
+        value: Any = _unavailable(lambda: self.client.get(self.keys.trimmed(partition)))
+        return None if value is None else _text(value)
+
+    # -- the server and the helpers that share it --------------------------------------
+
+    def server(self) -> ServerFacts:
+        info: Any = _unavailable(lambda: self.client.info("server"))
+        version = info.get("redis_version")
+        return ServerFacts("redis", None if version is None else str(version), read_persistence(self.client))
+
+    def rate_limiter(self, rate: float, burst: int) -> RateLimiter:
+        return RateLimiter(self.client, self.keys, rate, burst)
+
+    def script(self, name: str, package: str = "ledger") -> LuaScript:
+        return LuaScript(self.client, name, package)
+
+    def partition_key(self, partition: int, name: str) -> str:
+        if not name or name.startswith(OWN_SUFFIXES):
+            raise ValueError(f"{name!r} is not a helper's key name: the ledger uses {', '.join(OWN_SUFFIXES)}")
+        return f"{self.keys.tag(partition)}:{name}"
+
+    def redis_client_for_workers(self) -> redis.Redis:
+        return self.client
+
+    def close(self) -> None:
+        self.client.close()

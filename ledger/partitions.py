@@ -28,6 +28,10 @@ class Keys:
     def subjects(self, partition: int) -> str:
         return f"{self.tag(partition)}:subjects"
 
+    def trimmed(self, partition: int) -> str:
+        """String: the newest stream id a trim removed from the partition (ledger/lua/trim.lua)."""
+        return f"{self.tag(partition)}:trimmed"
+
     def idempotency(self, partition: int, org_id: str, agent_id: str, key: str) -> str:
         return f"{self.tag(partition)}:idem:{org_id}/{agent_id}/{key}"
 

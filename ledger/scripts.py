@@ -58,7 +58,8 @@ class LuaScript:
                 except redis.ResponseError as e:
                     replies[i] = e
         except BaseException:
-            conn.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread: never hand this connection out again
+            # Replies may be left unread: never hand this connection out again.
+            conn.disconnect()  # type: ignore[no-untyped-call]
             raise
         finally:
             pool.release(conn)
