@@ -33,8 +33,8 @@ __all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", 
            "SubjectState", "SummarizeSession", "TagMemory", "Unauthorized", "UntagMemory", "UpdateMemory",
            "check", "decide", "fold", "open_bus", "parse"]
 
-# The bus imports the Redis log: resolved on first use, so importing the models and
-# decide() loads no driver (PEP 562).
+# The bus: resolved on first use (PEP 562), so importing the models and decide() stays
+# cheap; `open_bus` is what opens the Redis log.
 _LAZY = {"CommandBus": ".bus", "Unauthorized": ".bus", "parse": ".bus"}
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
@@ -48,10 +48,8 @@ def open_bus(settings: Settings, tenant: str | None = None, system: bool = False
     operator's retry): it also accepts the internal command types.
     """
     from ledger import open_log
-    from ledger.ratelimit import RateLimiter
 
     from .bus import CommandBus
 
     log = open_log(settings)
-    limiter = RateLimiter(log.client, log.keys, settings.rate_per_second, settings.rate_burst)
-    return CommandBus(log, limiter, tenant, system=system)
+    return CommandBus(log, log.rate_limiter(settings.rate_per_second, settings.rate_burst), tenant, system=system)

@@ -1,4 +1,4 @@
-"""The command bus: validate -> authorize tenant -> rate-limit -> decide -> append."""
+"""The command bus: validate -> authorize tenant -> rate-limit -> decide -> append (to any `EventLog`)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ledger.codec import encode
 from ledger.errors import CommandError, InvalidCommand, RateLimited
+from ledger.eventlog import Append, EventLog, Outcome, Receipt
 from ledger.ids import uuid7
-from ledger.log import Append, Outcome, Receipt, RedisEventLog
-from ledger.partitions import partition_for
-from ledger.ratelimit import RateLimiter
 
 from .decide import Decision, decide
 from .models import COMMAND_ADAPTER, Command
+
+if TYPE_CHECKING:
+    from ledger.ratelimit import RateLimiter
 
 
 class Unauthorized(CommandError):
@@ -93,7 +94,7 @@ class CommandBus:
             (those whose `system_only` is True). An agent's bus rejects them.
     """
 
-    def __init__(self, log: RedisEventLog, limiter: RateLimiter | None = None, tenant: str | None = None,
+    def __init__(self, log: EventLog, limiter: RateLimiter | None = None, tenant: str | None = None,
                  clock: Callable[[], datetime] = _utcnow, system: bool = False):
         self.log, self.limiter, self.tenant, self.clock, self.system = log, limiter, tenant, clock, system
 
@@ -161,18 +162,17 @@ class CommandBus:
         return passed
 
     def prepare(self, command: Command) -> Append:
-        """Decide and encode a valid command for the append script (no I/O)."""
+        """Decide and encode a valid command for the log (no I/O); the log picks the partition
+        and keeps the subject's state and the idempotency key under keys of its own."""
         decision: Decision = decide(command, self.clock(), uuid7)
-        partition = partition_for(command.org_id, command.agent_id, self.log.partitions)
-        idem = None
-        if command.idempotency_key is not None:
-            idem = self.log.keys.idempotency(partition, command.org_id, command.agent_id, command.idempotency_key)
         return Append(
-            partition=partition,
-            subject_field=f"{decision.kind}/{command.org_id}/{command.agent_id}/{decision.subject_id}",
-            expected_version=-1 if command.expected_version is None else command.expected_version,
+            org_id=command.org_id,
+            agent_id=command.agent_id,
+            kind=decision.kind,
+            subject_id=decision.subject_id,
             mode=decision.mode,
-            idempotency_key=idem,
             event_ids=tuple(str(e.event_id) for e in decision.events),
             bodies=tuple(encode(e) for e in decision.events),
+            expected_version=command.expected_version,
+            idempotency_key=command.idempotency_key,
         )

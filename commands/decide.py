@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 from uuid import UUID
 
 from ledger import events as ev
 from ledger.errors import CommandError, SubjectExists, SubjectForgotten, UnknownSubject, VersionConflict
+from ledger.eventlog import Kind, Mode, SubjectState
 
 from .models import (
     Command,
@@ -33,8 +33,7 @@ from .models import (
     UpdateMemory,
 )
 
-Mode = Literal["create", "change", "end", "touch"]
-Kind = Literal["m", "s"]  # memory, session
+__all__ = ["Decision", "Kind", "Mode", "SubjectState", "check", "decide", "fold"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +42,6 @@ class Decision:
     subject_id: str
     mode: Mode
     events: tuple[ev.Event, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SubjectState:
-    """What the write side knows of a subject: its version and whether it is live."""
-
-    version: int = 0
-    status: Literal["absent", "live", "ended"] = "absent"
 
 
 def _payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:

@@ -18,6 +18,7 @@ from commands.decide import decide
 from commands.models import MarkSessionFailed, StoreMemory, SummarizeSession
 from ledger import events as ev
 from ledger.errors import ConfigurationError
+from ledger.eventlog import Subject
 from ledger.events import Message, Position, RecordedEvent
 from ledger.settings import Settings
 from projections.fold import fold_session
@@ -137,7 +138,7 @@ def test_plan_derives_every_id_and_key_from_the_session_event_and_item_index() -
                                                                                              "decision"}
     assert all(c.metadata["parent_id"] == stores[0].memory_id for c in stores[1:])
     assert all(c.causation_id == record.event.event_id and c.session_id == "ses-1" for c in stores)
-    assert summary_marker(job) == f"m/acme/bot/{stores[0].memory_id}"
+    assert summary_marker(job) == Subject("m", "acme", "bot", stores[0].memory_id)
     summary = first[0]
     assert isinstance(summary, SummarizeSession)
     assert summary.idempotency_key == summary_key(e) and summary.memory_ids == tuple(c.memory_id for c in stores)

@@ -13,7 +13,15 @@ from __future__ import annotations
 from .broker import WorkerKeys, make_broker
 from .enqueuer import SessionEnqueuer, open_enqueuer, run_enqueuer
 from .expiry import MaintenanceReport, expire_due, purge_transcripts, run_maintenance
-from .extract import Extraction, ExtractionError, ExtractedItem, Extractor, KeywordExtractor, LLMExtractor, make_extractor
+from .extract import (
+    Extraction,
+    ExtractedItem,
+    ExtractionError,
+    Extractor,
+    KeywordExtractor,
+    LLMExtractor,
+    make_extractor,
+)
 from .ingest import SessionQueue, Ticket
 from .jobs import Job, job_for
 from .plan import plan

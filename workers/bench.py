@@ -26,9 +26,8 @@ from commands import CommandBus, open_bus
 from commands.models import IngestSession
 from ledger import events as ev
 from ledger import open_log
-from ledger.codec import decode_entry
 from ledger.events import stream_id_key
-from ledger.log import Receipt, RedisEventLog
+from ledger.eventlog import EventLog, Receipt
 from ledger.settings import Settings
 from projections import run_projection
 from projections.postgres import migrate as migrations
@@ -71,14 +70,13 @@ def percentiles(values_ms: Iterable[float]) -> dict[str, float]:
 class SummaryWatcher:
     """Collects SessionSummarized events (session -> (event time ms, position)) as they are appended."""
 
-    def __init__(self, log: RedisEventLog):
+    def __init__(self, log: EventLog):
         self.log = log
         self.cursors = {p: log.head(p) or "0-0" for p in range(log.partitions)}
         self.seen: dict[str, tuple[float, int, str]] = {}
 
     def poll(self, block_ms: int | None = 200) -> None:
-        entries = self.log.wait_entries(self.cursors, 1000, block_ms)
-        for r in (decode_entry(*entry) for entry in entries):
+        for r in self.log.wait(self.cursors, 1000, block_ms):
             self.cursors[r.position.partition] = r.position.stream_id
             if isinstance(r.event.data, ev.SessionSummarized):
                 self.seen.setdefault(r.event.subject_id, (r.event.occurred_at.timestamp() * 1000,

@@ -72,12 +72,14 @@ def run_enqueuer(settings: Settings, stop: threading.Event | None = None, until_
     """Enqueue sessions as they are ingested, over every partition whose lease this process takes."""
     log = open_log(settings)
     enqueuer = open_enqueuer(settings)
-    leases = Leases(log.client, log.keys, NAME, settings.lease_ttl_ms)
+    leases = Leases.open(settings, NAME)
     options = ProjectorOptions(batch=settings.projector_batch, lease_ttl_ms=settings.lease_ttl_ms, block_ms=block_ms)
     try:
         return Projector(log, enqueuer, leases, options).run(stop, until_caught_up, on_batch)
     finally:
         enqueuer.close()
+        leases.close()
+        log.close()
 
 
 __all__ = ["NAME", "SessionEnqueuer", "open_enqueuer", "run_enqueuer"]

@@ -29,7 +29,7 @@ from psycopg.rows import tuple_row
 from commands.bus import CommandBus
 from commands.models import Command, ExpireMemory, PurgeTranscript
 from ledger.errors import RateLimited
-from ledger.log import Outcome, Receipt
+from ledger.eventlog import Outcome, Receipt
 
 PAGE = 500
 ACTOR = "worker/maintenance"

@@ -17,13 +17,14 @@ from psycopg.rows import tuple_row
 
 from commands.bus import CommandBus
 from commands.models import IngestSession, RetrySession
+from ledger.archive import find_event
 from ledger.errors import InvalidCommand
+from ledger.eventlog import Receipt
 from ledger.events import stream_id_key
-from ledger.log import Receipt
 from projections.query import NotFound
 
 from .broker import WorkerKeys
-from .status import backlog, enqueuer_checkpoints, queue_depth
+from .status import enqueuer_checkpoints, jobs_before, queue_depth
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class SessionQueue:
 
     def __init__(self, bus: CommandBus, conn: psycopg.Connection[Any]):
         self.bus, self.conn = bus, conn
-        self.keys = WorkerKeys(bus.log.keys.namespace)
+        self.keys = WorkerKeys(bus.log.namespace)
 
     def ingest(self, command: IngestSession) -> Ticket:
         receipt = self.bus.send(command)
@@ -47,11 +48,12 @@ class SessionQueue:
     def position(self, receipt: Receipt) -> int:
         """Sessions ahead of the one `receipt` appended (see the module docstring)."""
         checkpoints = enqueuer_checkpoints(self.conn)
-        ready = queue_depth(self.bus.log.client, self.keys).ready
+        ready = queue_depth(self.bus.log.redis_client_for_workers(), self.keys).ready
         own = checkpoints.get(receipt.partition, "0-0")
-        if stream_id_key(own) >= stream_id_key(receipt.stream_id):
-            return ready  # already enqueued: somewhere in the ready list
-        return ready + backlog(self.bus.log, checkpoints, before=receipt.stream_id)
+        mine = self.bus.log.event_at(receipt.partition, receipt.stream_id)
+        if mine is None or stream_id_key(own) >= stream_id_key(receipt.stream_id):
+            return ready  # already enqueued (and perhaps trimmed since): somewhere in the ready list
+        return ready + jobs_before(self.bus.log, checkpoints, mine)
 
     def retry(self, org_id: str, session_id: str, agent_id: str | None = None, reason: str | None = None,
               force: bool = False) -> Receipt:
@@ -76,13 +78,11 @@ class SessionQueue:
         return str(rows[0][0]), str(rows[0][1])
 
     def _ingest_position(self, org_id: str, agent_id: str, session_id: str) -> tuple[str, str]:
-        row = self.conn.cursor(row_factory=tuple_row).execute(
-            "SELECT event_id, stream_ms, stream_seq FROM event_archive WHERE org_id = %s AND agent_id = %s"
-            " AND subject_id = %s AND type = 'SessionIngested'", (org_id, agent_id, session_id)).fetchone()
-        if row is None:
+        found = find_event(self.conn, org_id, agent_id, session_id, "SessionIngested")
+        if found is None:
             raise NotFound(f"the ingest of session {session_id!r} is not in the event archive yet; "
                            "is the archive projector running (`memledger up`)?")
-        return str(row[0]), f"{row[1]}-{row[2]}"
+        return found
 
 
 __all__ = ["SessionQueue", "Ticket"]

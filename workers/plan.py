@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from commands.models import Command, MarkSessionFailed, StoreMemory, SummarizeSession
+from ledger.eventlog import Subject
 from ledger.events import Event
 
 from .extract import Extraction, as_tag
@@ -61,9 +62,9 @@ def _common(job: Job, ingest: Event, extractor: str) -> dict[str, Any]:
             "correlation_id": ingest.correlation_id or ingest.event_id, "actor": f"worker/{extractor}"}
 
 
-def summary_marker(job: Job) -> str:
-    """The write-side subject field (see ledger/lua/append.lua) of the session's summary memory."""
-    return f"m/{job.org_id}/{job.agent_id}/{memory_id(job.ingest_event_id, 0)}"
+def summary_marker(job: Job) -> Subject:
+    """The session's summary memory, as the write side knows it (`EventLog.has_subject`)."""
+    return Subject("m", job.org_id, job.agent_id, memory_id(job.ingest_event_id, 0))
 
 
 def plan(job: Job, ingest: Event, extraction: Extraction, extractor: str) -> list[Command]:

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
-import orjson
 import psycopg
 
 from commands.bus import CommandBus
 from commands.models import Command, StoreMemory
 from ledger import events as ev
-from ledger.codec import decode_entry, from_dict
+from ledger.archive import event_by_id
 from ledger.connections import database_url
 from ledger.errors import CommandError, LedgerError, RateLimited, SubjectExists, UnknownSubject
-from ledger.log import Outcome, Receipt
+from ledger.eventlog import Outcome, Receipt
 from ledger.settings import Settings
 from projections.postgres.base import connect
 
@@ -66,20 +65,14 @@ class ArchiveReader:
                 conn.close()
             self._opened.clear()
 
-    def _one(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+    def archived(self, event_id: str, org_id: str, agent_id: str) -> ev.Event | None:
+        """Event `event_id` if it is one of `org_id`/`agent_id`'s: another org's reads as missing."""
         try:
-            row: tuple[Any, ...] | None = self._conn().execute(sql, args).fetchone()
-            return row
+            return event_by_id(self._conn(), event_id, org_id, agent_id)
         except psycopg.OperationalError:
             self._local.conn.close()
             self._local.conn = None  # reconnect on the next call; this one is retried by dramatiq
             raise
-
-    def archived(self, event_id: str, org_id: str, agent_id: str) -> ev.Event | None:
-        """Event `event_id` if it is one of `org_id`/`agent_id`'s: another org's reads as missing."""
-        row = self._one("SELECT subject_version, body::text FROM event_archive"
-                        " WHERE event_id = %s AND org_id = %s AND agent_id = %s", (event_id, org_id, agent_id))
-        return None if row is None else from_dict(orjson.loads(row[1]), int(row[0]))
 
 
 @dataclass
@@ -94,7 +87,7 @@ class SessionProcessor:
 
     @property
     def keys(self) -> WorkerKeys:
-        return WorkerKeys(self.bus.log.keys.namespace)
+        return WorkerKeys(self.bus.log.namespace)
 
     def process(self, job: Job) -> Result:
         """Extract and append the session's memories and summary, unless that is already done."""
@@ -107,7 +100,7 @@ class SessionProcessor:
         summary = self._append(commands)
         if summary.duplicate:
             return "duplicate"
-        count_day(self.bus.log.client, self.keys, "processed")
+        count_day(self.bus.log.redis_client_for_workers(), self.keys, "processed")
         return "summarized"
 
     def fail(self, job: Job, error: str, attempts: int) -> bool:
@@ -117,12 +110,11 @@ class SessionProcessor:
         except UnknownSubject:
             return False  # no such session: nothing to mark
         if not receipt.duplicate:
-            count_day(self.bus.log.client, self.keys, "failed")
+            count_day(self.bus.log.redis_client_for_workers(), self.keys, "failed")
         return not receipt.duplicate
 
     def already_summarized(self, job: Job) -> bool:
-        log = self.bus.log
-        return bool(log.client.hexists(log.keys.subjects(job.partition), summary_marker(job)))
+        return self.bus.log.has_subject(summary_marker(job))
 
     def ingest_event(self, job: Job) -> ev.Event:
         """The job's SessionIngested event: from the stream, or the archive once trimmed.
@@ -132,10 +124,8 @@ class SessionProcessor:
         asked for the job). Another org's event reads exactly as a missing one: it is never
         extracted, and the failure recorded on the job's session says nothing about it.
         """
-        log = self.bus.log
-        entries = cast(list[Any], log.client.xrange(log.keys.stream(job.partition), job.ingest_stream_id,
-                                                    job.ingest_stream_id))
-        event = decode_entry(job.partition, *entries[0]).event if entries else None
+        found = self.bus.log.event_at(job.partition, job.ingest_stream_id)
+        event = None if found is None else found.event
         if event is None and self.archive is not None:
             event = self.archive.archived(job.ingest_event_id, job.org_id, job.agent_id)
         if event is None or not _belongs(event, job):

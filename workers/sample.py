@@ -19,8 +19,9 @@ TOOLS = ["Terraform", "PostgreSQL", "Redis", "Grafana", "Figma", "Snowflake", "J
 MONTHS = ["January", "March", "May", "July", "September", "November"]
 FACTS = ["My team is {n} engineers.", "I work in the {city} office.", "We have {n}k customers on the old plan.",
          "My manager is {name}.", "The deadline is due on {month} {day}."]
-PREFERENCES = ["I prefer {tool} over {tool2}.", "I like short status updates.", "Please never schedule calls before 10am.",
-               "I'd rather get the report as a PDF.", "My favorite dashboard is the one in {tool}."]
+PREFERENCES = ["I prefer {tool} over {tool2}.", "I like short status updates.",
+               "Please never schedule calls before 10am.", "I'd rather get the report as a PDF.",
+               "My favorite dashboard is the one in {tool}."]
 DECISIONS = ["We decided to move {topic} to {tool}.", "Let's go with the second option for {topic}.",
              "We will launch {topic} in {month}.", "We agreed to freeze {topic} until the audit is done."]
 SMALL_TALK = ["Thanks, that helps.", "Could you look into {topic} for me?", "What are the open questions on {topic}?",
@@ -31,8 +32,8 @@ CITIES = ["Lisbon", "Berlin", "Toronto", "Nairobi", "Osaka"]
 
 def _fill(rng: random.Random, template: str, topic: str) -> str:
     tool, tool2 = rng.sample(TOOLS, 2)
-    return template.format(n=rng.randint(2, 40), day=rng.randint(1, 28), city=rng.choice(CITIES), name=rng.choice(NAMES), tool=tool,
-                           tool2=tool2, topic=topic, month=rng.choice(MONTHS))
+    return template.format(n=rng.randint(2, 40), day=rng.randint(1, 28), city=rng.choice(CITIES),
+                           name=rng.choice(NAMES), tool=tool, tool2=tool2, topic=topic, month=rng.choice(MONTHS))
 
 
 def transcript(rng: random.Random, turns: int = 6) -> tuple[Message, ...]:

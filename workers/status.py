@@ -15,21 +15,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import psycopg
 import redis
 from psycopg.rows import tuple_row
 
-from ledger.events import stream_id_key
-from ledger.log import RedisEventLog
+from ledger.errors import EventError
+from ledger.eventlog import EventLog, previous_id
+from ledger.events import RecordedEvent, stream_id_key
 
 from .broker import SESSIONS_QUEUE, WorkerKeys
 from .enqueuer import NAME as ENQUEUER
 
 SCAN_CAP = 10_000  # entries scanned per partition when counting the backlog
-JOB_TYPES = (b'"type":"SessionIngested"', b'"type":"SessionRetryRequested"')
+JOB_TYPES = ("SessionIngested", "SessionRetryRequested")  # the events that ask for a job (workers.jobs.job_for)
 FORGET_AFTER_S = 24 * 3600  # heartbeats older than this are dropped from the table
 
 
@@ -97,17 +98,43 @@ def enqueuer_checkpoints(conn: psycopg.Connection[Any]) -> dict[int, str]:
     return {int(p): str(s) for p, s in rows}
 
 
-def count_jobs(log: RedisEventLog, partition: int, after: str, before: str | None = None) -> int:
+def count_jobs(log: EventLog, partition: int, after: str, before: str | None = None) -> int:
     """Session events (ingests, retries) after `after` and, if given, before stream id `before`."""
-    until = "+" if before is None else f"({before}"
-    if before is not None and stream_id_key(before) <= stream_id_key(after):
-        return 0
-    entries = cast(list[Any], log.client.xrange(log.keys.stream(partition), f"({after}", until, count=SCAN_CAP))
-    return sum(1 for _, fields in entries if any(t in (fields.get(b"e") or b"") for t in JOB_TYPES))
+    return log.count_after(partition, after, SCAN_CAP, before=before, types=JOB_TYPES)
 
 
-def backlog(log: RedisEventLog, checkpoints: dict[int, str], before: str | None = None) -> int:
+def backlog(log: EventLog, checkpoints: dict[int, str], before: str | None = None) -> int:
+    """Session events the enqueuer has not read yet; with `before`, only those with a smaller stream id."""
     return sum(count_jobs(log, p, checkpoints.get(p, "0-0"), before) for p in range(log.partitions))
+
+
+def jobs_before(log: EventLog, checkpoints: dict[int, str], mine: RecordedEvent) -> int:
+    """Session events the enqueuer has not read yet that were appended before `mine`.
+
+    Stream ids order the events of one partition; across partitions they order milliseconds
+    only (each partition numbers its own millisecond from 0). Of another partition's events in
+    `mine`'s millisecond, those decided earlier count: `occurred_at` is the command bus's
+    clock, exact for one writer (one batch included), within clock skew for several.
+    """
+    position, ms = mine.position, mine.position.key[0]
+    ahead = 0
+    for p in range(log.partitions):
+        after = checkpoints.get(p, "0-0")
+        if p == position.partition:
+            ahead += count_jobs(log, p, after, position.stream_id)
+        else:
+            ahead += count_jobs(log, p, after, f"{ms}-0") + _same_millisecond(log, p, after, mine)
+    return ahead
+
+
+def _same_millisecond(log: EventLog, partition: int, after: str, mine: RecordedEvent) -> int:
+    ms = mine.position.key[0]
+    start = max(after, previous_id(f"{ms}-0"), key=stream_id_key)
+    try:
+        tied = log.read(partition, start, SCAN_CAP, until=str(ms))
+    except EventError:
+        return 0  # an undecodable neighbour is no session; the position stays an estimate
+    return sum(1 for r in tied if r.event.type in JOB_TYPES and r.event.occurred_at < mine.event.occurred_at)
 
 
 def daily_counts(client: redis.Redis, keys: WorkerKeys, days: int = 7) -> list[tuple[str, int, int]]:
@@ -144,12 +171,12 @@ def _sessions(conn: psycopg.Connection[Any], status: str, order: str, limit: int
     return int(count[0]) if count else 0, [SessionRef(*r) for r in rows]
 
 
-def collect(log: RedisEventLog, conn: psycopg.Connection[Any], alive_within_s: float) -> WorkerStatus:
-    keys = WorkerKeys(log.keys.namespace)
+def collect(log: EventLog, conn: psycopg.Connection[Any], alive_within_s: float) -> WorkerStatus:
+    keys, client = WorkerKeys(log.namespace), log.redis_client_for_workers()
     pending, oldest = _sessions(conn, "pending", "ASC", 1)
     failed, recent = _sessions(conn, "failed", "DESC", 10)
-    return WorkerStatus(queue_depth(log.client, keys), backlog(log, enqueuer_checkpoints(conn)),
-                        daily_counts(log.client, keys), heartbeats(log.client, keys, alive_within_s),
+    return WorkerStatus(queue_depth(client, keys), backlog(log, enqueuer_checkpoints(conn)),
+                        daily_counts(client, keys), heartbeats(client, keys, alive_within_s),
                         pending, oldest[0] if oldest else None, failed, recent)
 
 
@@ -158,4 +185,4 @@ def age_s(at: datetime) -> float:
 
 
 __all__ = ["QueueDepth", "SessionRef", "WorkerBeat", "WorkerStatus", "backlog", "collect", "count_jobs",
-           "enqueuer_checkpoints", "queue_depth"]
+           "enqueuer_checkpoints", "jobs_before", "queue_depth"]
