@@ -10,20 +10,21 @@ from ledger.lazy import lazy_names
 
 from ledger import Settings
 
-from .base import FencedOut, Projection
+from .base import DeadLetter, FencedOut, Projection, ProjectionClass
 
 if TYPE_CHECKING:
     from .query import MemoryQuery, MemoryStore, NotFound, QueryResult
-    from .registry import PROJECTIONS, open_projection
+    from .registry import PROJECTIONS, open_projection, projection_class
     from .runtime import Projector, ProjectorOptions, RunStats
 
-__all__ = ["PROJECTIONS", "FencedOut", "MemoryQuery", "MemoryStore", "NotFound", "Projection", "Projector",
-           "ProjectorOptions", "QueryResult", "RunStats", "open_memory_store", "open_projection", "run_projection"]
+__all__ = ["PROJECTIONS", "DeadLetter", "FencedOut", "MemoryQuery", "MemoryStore", "NotFound", "Projection",
+           "ProjectionClass", "Projector", "ProjectorOptions", "QueryResult", "RunStats", "open_memory_store",
+           "open_projection", "projection_class", "run_projection"]
 
 # The runtime, the registry and the query API import redis and psycopg: resolved on
 # first use, so importing the folds loads no driver (PEP 562).
 _LAZY = {"MemoryQuery": ".query", "MemoryStore": ".query", "NotFound": ".query", "QueryResult": ".query",
-         "PROJECTIONS": ".registry", "open_projection": ".registry",
+         "PROJECTIONS": ".registry", "open_projection": ".registry", "projection_class": ".registry",
          "Projector": ".runtime", "ProjectorOptions": ".runtime", "RunStats": ".runtime"}
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
@@ -41,12 +42,13 @@ def run_projection(settings: Settings, name: str, until_caught_up: bool = False,
 
     log = open_log(settings)
     projection = open_projection(name, settings)
-    leases = Leases(log.client, log.keys, name, settings.lease_ttl_ms)
+    leases = Leases.open(settings, name)
     options = ProjectorOptions(batch=settings.projector_batch, lease_ttl_ms=settings.lease_ttl_ms)
     try:
         return Projector(log, projection, leases, options).run(stop, until_caught_up, on_batch)
     finally:
         projection.close()
+        leases.close()
 
 
 def open_memory_store(settings: Settings) -> MemoryStore:

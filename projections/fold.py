@@ -51,6 +51,16 @@ class SessionRow:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryChange:
+    """A memory row a batch created, changed or removed: whose it is, and every tag it had
+    before or has after (the query cache invalidates exactly these scopes)."""
+
+    org_id: str
+    agent_id: str
+    tags: frozenset[str]
+
+
 MEMORY_EVENTS = frozenset({"MemoryStored", "MemoryUpdated", "MemoryTagged", "MemoryUntagged",
                            "MemoryForgotten", "MemoryExpired", "MemoryRecalled"})
 SESSION_EVENTS = frozenset({"SessionIngested", "SessionSummarized", "SessionExtractionFailed",

@@ -73,7 +73,8 @@ class HierarchyQuery:
             parent = "session_id" if level == "summary" else "COALESCE(metadata->>'parent_id', session_id)"
             select = (f"SELECT '{level}' AS level, {1 if level == 'summary' else 2} AS rank, memory_id AS node_id,"
                       f" {parent} AS parent_id, session_id, agent_id, memory_type, content, NULL::jsonb AS transcript,"
-                      " NULL::text AS status, created_at AS at, NULL::timestamptz AS transcript_purged_at FROM memories")
+                      " NULL::text AS status, created_at AS at, NULL::timestamptz AS transcript_purged_at"
+                      " FROM memories")
             time_column = "created_at"
         where, args = ["org_id = %s"], list[Any]([self.org_id])
         if level == "summary":

@@ -6,12 +6,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import psycopg
-from psycopg.rows import tuple_row
 
-from ledger.codec import from_dict
-from ledger.events import Event
+from ledger import archive
+from ledger.events import Event, RecordedEvent
 
 from .fold import MEMORY_EVENTS, MemoryRow, fold_memory
 
@@ -26,19 +24,14 @@ class HistoryEntry:
     event: Event
 
 
-def _events(conn: psycopg.Connection, where: str, args: tuple[Any, ...]) -> list[HistoryEntry]:
-    cur = conn.cursor(row_factory=tuple_row)  # whatever the connection's row factory
-    rows = cur.execute(
-        "SELECT partition, stream_ms, stream_seq, subject_version, body::text FROM event_archive"
-        f" WHERE {where} ORDER BY partition, stream_ms, stream_seq", args).fetchall()
-    # Bodies are stored as written; from_dict upcasts them, as every read path must.
-    return [HistoryEntry(p, f"{ms}-{seq}", from_dict(orjson.loads(body), version))
-            for p, ms, seq, version, body in rows]
+def _entries(events: list[RecordedEvent]) -> list[HistoryEntry]:
+    # Bodies are archived as written; the archive upcasts them, as every read path must.
+    return [HistoryEntry(r.position.partition, r.position.stream_id, r.event) for r in events]
 
 
 def history(conn: psycopg.Connection, org_id: str, memory_id: str) -> list[HistoryEntry]:
     """Every archived event of one memory, oldest first."""
-    return _events(conn, "org_id = %s AND subject_id = %s", (org_id, memory_id))
+    return _entries(archive.subject_history(conn, org_id, memory_id))
 
 
 def as_of(conn: psycopg.Connection, org_id: str, agent_id: str, at: datetime,
@@ -48,7 +41,7 @@ def as_of(conn: psycopg.Connection, org_id: str, agent_id: str, at: datetime,
     A memory past its `expires_at` at `at` is left out, whether or not its MemoryExpired
     event was written by then (the expiry job runs some time after).
     """
-    entries = _events(conn, "org_id = %s AND agent_id = %s AND occurred_at <= %s", (org_id, agent_id, at))
+    entries = _entries(archive.agent_history(conn, org_id, agent_id, at))
     rows: dict[str, MemoryRow | None] = {}
     for entry in entries:
         if entry.event.type in MEMORY_EVENTS:

@@ -12,10 +12,13 @@ import os
 import socket
 import uuid
 
+from typing import Self
+
 import redis
 
 from ledger.partitions import Keys
 from ledger.scripts import LuaScript
+from ledger.settings import Settings
 
 
 def owner_token() -> str:
@@ -24,9 +27,16 @@ def owner_token() -> str:
 
 class Leases:
     def __init__(self, client: redis.Redis, keys: Keys, projection: str, ttl_ms: int, token: str | None = None):
-        self.keys, self.projection, self.ttl_ms = keys, projection, ttl_ms
+        self.client, self.keys, self.projection, self.ttl_ms = client, keys, projection, ttl_ms
         self.token = token or owner_token()
         self._script = LuaScript(client, "lease.lua", package="projections")
+
+    @classmethod
+    def open(cls, settings: Settings, projection: str) -> Self:
+        """The leases of `projection` on the configured Redis (a connection of their own)."""
+        from ledger.connections import connect_redis
+
+        return cls(connect_redis(settings), Keys(settings.namespace), projection, settings.lease_ttl_ms)
 
     def key(self, partition: int) -> str:
         return f"{self.keys.tag(partition)}:lease:{self.projection}"
@@ -39,3 +49,7 @@ class Leases:
     def release(self, partitions: list[int]) -> None:
         if partitions:
             self._script.run_many([([self.key(p)], ["release", self.token, 0]) for p in partitions])
+
+    def close(self) -> None:
+        """Close the Redis connection (the leases themselves expire, or were released)."""
+        self.client.close()

@@ -10,29 +10,29 @@ past its expiry as expired, not live.
 Input: a `MemoryQuery` checks its filters when it is built, and the store checks the ids
 it is given; what PostgreSQL cannot take (NUL, a lone surrogate, a limit out of range, a
 filter of the wrong type, a text search too large to plan) is an `InvalidQuery` naming the
-field. A driver error that still gets through is translated in one place, `driver_errors`.
+field. A driver error that still gets through is translated where every PostgreSQL error is,
+`ledger.postgres.query_errors` (here `driver_errors`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import psycopg
 from psycopg.rows import dict_row
 
-from ledger.errors import InvalidQuery, LedgerError, StoreUnavailable, Timeout
+from ledger.errors import InvalidQuery, LedgerError, Timeout
 from ledger.events import stream_id_key
-from ledger.storable import text_problem
 from ledger.log import Receipt
+from ledger.postgres import connect, query_errors, translated
+from ledger.storable import text_problem
 
 from .history import HistoryEntry, as_of, history
-from .postgres.base import connect
+from .postgres import checkpoint_table as checkpoints
 
 Row = dict[str, Any]
 Clock = Callable[[], datetime]
@@ -99,21 +99,7 @@ def _check_importance(value: object) -> None:
         raise InvalidQuery(f"min_importance must be a number from 0 to 1, not {value!r}")
 
 
-@contextmanager
-def driver_errors() -> Iterator[None]:
-    """Translate what the driver raises while answering a query into the project's errors."""
-    try:
-        yield
-    except (psycopg.DataError, UnicodeEncodeError) as e:
-        raise InvalidQuery(f"PostgreSQL refused the query's input ({_first_line(e)}); check its filters") from e
-    except psycopg.OperationalError as e:
-        if (e.sqlstate or "").startswith("54"):  # program limit exceeded: the input is too large to plan
-            raise InvalidQuery(f"the query is too large for PostgreSQL ({_first_line(e)}); narrow it") from e
-        raise StoreUnavailable(f"PostgreSQL failed to answer the query ({_first_line(e)}); retry") from e
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
+driver_errors = query_errors
 
 
 @dataclass(frozen=True)
@@ -195,8 +181,8 @@ class MemoryStore:
     """
 
     def __init__(self, conninfo: str, schema: str, clock: Clock = utc_now):
-        self.conn = connect(conninfo, schema, autocommit=True)
-        self.conn.row_factory = dict_row  # type: ignore[assignment]
+        self.conn = connect(conninfo, schema, autocommit=True)  # raises StoreUnavailable if unreachable
+        self.conn.row_factory = dict_row
         self.clock = clock
 
     def close(self) -> None:
@@ -204,7 +190,7 @@ class MemoryStore:
 
     def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
         with driver_errors():
-            return self.conn.execute(sql, args).fetchall()  # type: ignore[return-value]
+            return self.conn.execute(sql, args).fetchall()
 
     def query(self, q: MemoryQuery) -> QueryResult:
         return QueryResult(self._fetch(*q.sql(self.clock())))
@@ -254,10 +240,9 @@ class MemoryStore:
         deadline, delay = time.monotonic() + timeout, 0.001
         target = stream_id_key(receipt.stream_id)
         while True:
-            row = self.conn.execute(
-                "SELECT stream_id FROM projection_checkpoints WHERE projection = %s AND partition = %s",
-                (projection, receipt.partition)).fetchone()
-            if row is not None and stream_id_key(row["stream_id"]) >= target:  # type: ignore[call-overload]
+            with translated():
+                reached = checkpoints.get(self.conn, projection, receipt.partition)
+            if reached is not None and stream_id_key(reached) >= target:
                 return
             if time.monotonic() + delay > deadline:
                 raise Timeout(f"{projection} has not reached {receipt.partition}/{receipt.stream_id} within "
@@ -273,10 +258,7 @@ def _check_ids(**ids: str | None) -> None:
 
 
 def open_store(conninfo: str, schema: str, clock: Clock = utc_now) -> MemoryStore:
-    try:
-        return MemoryStore(conninfo, schema, clock)
-    except psycopg.OperationalError as e:
-        raise StoreUnavailable(f"PostgreSQL is unreachable: {e}") from e
+    return MemoryStore(conninfo, schema, clock)
 
 
 __all__: Sequence[str] = ["MAX_LIMIT", "MAX_TEXT", "Clock", "MemoryQuery", "MemoryStore", "NotFound", "QueryResult",

@@ -4,6 +4,13 @@ One process runs one projection over all the partitions whose leases it holds. E
 batch of one partition is applied with its checkpoint atomically (the projection's job),
 so a crash at any point is followed by re-reading from the stored checkpoint, and a
 redelivered batch changes nothing twice.
+
+Errors. Bad data in one event (`POISON`: it cannot be decoded, fails validation, or
+PostgreSQL refuses a value or a constraint) is retried on its own and then dead-lettered, and
+the projector goes on. A server that cannot be reached (StoreUnavailable) is waited out,
+within `outage_s`. Anything else raised while applying (a KeyError, a TypeError: a bug in
+the projection) would fail on every event alike, so it is never dead-lettered: the projector
+finds the event it fails on and stops before it, naming its position.
 """
 
 from __future__ import annotations
@@ -19,25 +26,38 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import TypeVar
 
-import psycopg
+from pydantic import ValidationError
 
 from ledger.codec import decode_entry
-from ledger.errors import EventError, PoisonEvent, StoreUnavailable
+from ledger.errors import EventError, LedgerError, PoisonEvent, ProjectionError, StoreUnavailable
 from ledger.events import RecordedEvent, stream_id_key
 from ledger.log import Entry, RedisEventLog
+from ledger.postgres import DATA_ERRORS
 
 from .base import FencedOut, Projection
 from .lease import Leases
 
 log = logging.getLogger("memledger.projector")
-TRANSIENT = (StoreUnavailable, psycopg.OperationalError)
+#: A server outage: retried with backoff (each store translates its driver's errors into it).
+TRANSIENT = (StoreUnavailable,)
 T = TypeVar("T")
-# Errors that point at one event (bad data) rather than at the system: those events are
-# retried singly and then dead-lettered, unless the projection says `skips_poison = False`
-# (the archive: others read history from it), which stops its projector before the event
-# instead. Anything else (a missing table, a bug) stops the projector instead of
-# dead-lettering every event that follows.
-POISON = (psycopg.DataError, psycopg.IntegrityError, EventError, ValueError, TypeError, KeyError, AttributeError)
+#: Errors that point at one event's data rather than at the code or the system: undecodable
+#: (EventError), invalid (pydantic's ValidationError), refused by PostgreSQL (a value it cannot
+#: store, a violated constraint). Those events are retried singly and then dead-lettered,
+#: unless the projection says `skips_poison = False` (the archive: others read history from
+#: it), which stops its projector before the event instead.
+POISON: tuple[type[Exception], ...] = (EventError, ValidationError, *DATA_ERRORS)
+
+
+def is_bug(error: Exception) -> bool:
+    """An error that is neither bad data (POISON) nor one raised on purpose (a LedgerError,
+    FencedOut): a fault of the projection's code, which no event should be blamed for."""
+    return not isinstance(error, (*POISON, LedgerError, FencedOut))
+
+
+def where(name: str, partition: int, r: RecordedEvent) -> str:
+    """An event's position, as error messages name it."""
+    return f"{name}: event {r.event.event_id} ({r.event.type}) at partition {partition} id {r.position.stream_id}"
 
 
 @dataclass
@@ -226,24 +246,19 @@ class Projector:
             return after
         try:
             self._retrying(lambda: self.projection.apply(partition, events, after))
-        except POISON:
-            return self._one_by_one(partition, events, after)
+        except Exception as e:
+            if not isinstance(e, POISON) and not is_bug(e):
+                raise  # fenced, outdated, unreachable for too long: not about one event
+            return self._one_by_one(partition, events, after)  # find the event it fails on
         self.stats.applied += len(events)
         self.stats.batches += 1
         return events[-1].position.stream_id
 
     def _one_by_one(self, partition: int, events: list[RecordedEvent], after: str) -> str:
-        """Find the failing event(s) of a batch: apply singly, retry, then dead-letter."""
+        """Find the failing event(s) of a batch: apply singly; bad data is retried, then
+        dead-lettered; a bug stops the projector before its event."""
         for r in events:
-            error: Exception | None = None
-            for attempt in range(1, self.options.attempts + 1):
-                try:
-                    self._retrying(lambda: self.projection.apply(partition, [r], after))
-                    error = None
-                    break
-                except POISON as e:
-                    error = e
-                    time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            error = self._apply_one(partition, r, after)
             if error is not None:
                 self._poison(partition, r.position.stream_id, after, str(r.event.event_id), r.event.type,
                              f"{type(error).__name__}: {error}", self.options.attempts)
@@ -252,6 +267,27 @@ class Projector:
             after = r.position.stream_id
         return after
 
+    def _apply_one(self, partition: int, r: RecordedEvent, after: str) -> Exception | None:
+        """Apply one event: None once applied, else the data error it still fails with after every attempt."""
+        error: Exception | None = None
+        for attempt in range(1, self.options.attempts + 1):
+            try:
+                self._retrying(lambda: self.projection.apply(partition, [r], after))
+                return None
+            except POISON as e:
+                error = e
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+            except Exception as e:
+                if not is_bug(e):
+                    raise
+                # The events before it are committed: a restart resumes right at this one.
+                raise ProjectionError(
+                    f"{where(self.projection.name, partition, r)} failed: {type(e).__name__}: {_one_line(str(e))}; "
+                    "that is a fault in the projection's code, not bad data: nothing was dead-lettered and the "
+                    "projector stopped before this event (its checkpoint stays there). Fix the code and start the "
+                    "projector again: it resumes at this event") from e
+        return error
+
     def _poison(self, partition: int, stream_id: str, after: str, event_id: str | None,
                 event_type: str | None, error: str, attempts: int) -> None:
         name = self.projection.name
@@ -259,7 +295,7 @@ class Projector:
                 f"id {stream_id}")
         if self.options.fail_fast:
             raise PoisonEvent(f"{what} failed: {error}")
-        if not getattr(self.projection, "skips_poison", True):
+        if not self.projection.skips_poison:
             # Dead-lettering moves the checkpoint past the event: for a read model others read
             # history from (the archive), that would hide the event from every replay.
             raise PoisonEvent(
@@ -279,7 +315,8 @@ class Projector:
                 return action()
             except TRANSIENT as e:
                 if time.monotonic() > deadline:
-                    raise StoreUnavailable(f"{self.projection.name}: gave up after {self.options.outage_s}s: {e}") from e
+                    raise StoreUnavailable(
+                        f"{self.projection.name}: gave up after {self.options.outage_s}s: {e}") from e
                 log.warning("%s: %s; retrying in %.2fs", self.projection.name, e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from ledger.archive import stream_range
 from ledger.events import stream_id_key
 from ledger.log import RedisEventLog
 
@@ -30,8 +30,8 @@ def partition_lag(log: RedisEventLog, projection: Projection) -> list[PartitionL
         checkpoint, head = stored.get(p, "0-0"), log.head(p)
         behind = 0
         if head is not None and stream_id_key(head) > stream_id_key(checkpoint):
-            entries: Any = log.client.xrange(log.keys.stream(p), f"({checkpoint}", "+", count=LAG_COUNT_CAP)
-            behind = len(entries)
+            # TODO(EventLog): count_after(partition, after, cap): count without fetching the entries.
+            behind = len(stream_range(log, p, f"({checkpoint}", "+", LAG_COUNT_CAP))
         head_ms = stream_id_key(head)[0] if head else 0
         out.append(PartitionLag(projection.name, p, checkpoint, head, behind,
                                 max(0, head_ms - stream_id_key(checkpoint)[0]) if behind else 0))

@@ -2,8 +2,9 @@
 
 One module per operation: `replay.rebuild.rebuild(...)`, `replay.verify.verify(...)`,
 `replay.status.status(...)`, `replay.deadletters.redrive(...)`, `replay.trim.trim(...)`.
-Read models plug in through the `Rebuildable` role (`replay.target`), implemented by
-`replay.postgres` (shadow schemas) and `replay.redis` (key generations).
+Read models plug in through the `Shadow` role (`projections.shadow`), which each
+projection class names (`replay.targets.open_target`): PostgreSQL shadow schemas
+(`projections.postgres.shadow_schema`), Redis key generations (`projections.redis.generations`).
 
 Depends on `ledger` and `projections`; never writes to the log (a trim only removes what
 the archive and every projection already hold).
@@ -11,7 +12,10 @@ the archive and every projection already hold).
 
 from __future__ import annotations
 
-from .target import Comparison, Rebuildable, Snapshot
+from projections.shadow import Comparison, Shadow, Snapshot
+
 from .targets import open_target
 
-__all__ = ["Comparison", "Rebuildable", "Snapshot", "open_target"]
+Rebuildable = Shadow  # the role's former name
+
+__all__ = ["Comparison", "Rebuildable", "Shadow", "Snapshot", "open_target"]

@@ -33,8 +33,10 @@ import psycopg
 import redis
 
 from ledger import Settings, open_log
-from ledger.connections import database_url
+from ledger.archive import copy_rows
+from ledger.connections import connect_redis
 from ledger.partitions import partition_for
+from ledger.postgres import connect, connection
 from projections.postgres import migrate
 
 from .rebuild import BATCH, rebuild
@@ -123,18 +125,15 @@ def _step(rng: random.Random, live: list[str], i: int) -> tuple[str, dict[str, A
 def load(settings: Settings, rows: Sequence[Row]) -> float:
     """COPY the archived part into event_archive (timed) and XADD the rest; the COPY's seconds."""
     cut = int(len(rows) * (1 - STREAM_SHARE))
-    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+    with connection(settings) as conn:
         started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(
-                "COPY event_archive (event_id, partition, stream_ms, stream_seq, org_id, agent_id, subject_id,"
-                " subject_version, type, schema_version, occurred_at, body) FROM STDIN") as copy:
-            for r in rows[:cut]:
-                e = r.event
-                copy.write_row((e["event_id"], r.partition, r.ms, 0, e["org_id"], e["agent_id"], e["subject_id"],
-                                r.version, e["type"], e["schema_version"], e["occurred_at"], orjson.dumps(e).decode()))
+        copy_rows(conn, ((r.event["event_id"], r.partition, r.ms, 0, r.event["org_id"], r.event["agent_id"],
+                          r.event["subject_id"], r.version, r.event["type"], r.event["schema_version"],
+                          r.event["occurred_at"], orjson.dumps(r.event).decode()) for r in rows[:cut]))
         conn.commit()
         seconds = time.perf_counter() - started
     log = open_log(settings)
+    # TODO(EventLog): a bulk load of history (entries with given ids) for benchmarks and imports.
     with log.client.pipeline(transaction=False) as pipe:
         for r in rows[cut:]:
             pipe.xadd(log.keys.stream(r.partition), {"v": r.version, "e": orjson.dumps(r.event)}, id=f"{r.ms}-0")
@@ -148,12 +147,13 @@ def namespace(base: Settings) -> Iterator[Settings]:
     try:
         yield settings
     finally:
-        client = open_log(settings).client
+        client = connect_redis(settings)
         for pattern in (f"{{{settings.namespace}:*", f"{{{settings.namespace}}}*"):
             keys = list(client.scan_iter(match=pattern, count=1000))
             for i in range(0, len(keys), 500):
                 client.delete(*keys[i:i + 500])
-        with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        client.close()
+        with connection(settings, "", autocommit=True) as conn:
             for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
                                           (settings.db_schema, settings.db_schema + "\\_%")).fetchall():
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -214,8 +214,7 @@ class CpuMeter:
 
     def _poll(self) -> None:
         # Polled, not read once at the end: a backend's counters vanish with it.
-        with psycopg.connect(database_url(self.settings), autocommit=True,
-                             application_name="replay-bench-meter") as conn:
+        with connect(self.settings, "", autocommit=True, application_name="replay-bench-meter") as conn:
             while not self._stop.wait(POLL_S):
                 self._read_backends(conn)
             self._read_backends(conn)

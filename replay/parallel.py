@@ -2,7 +2,7 @@
 
 Folding an event is mostly Python (decode, fold, row building), which one process runs on
 one core. Partitions are independent histories, so `rebuild(workers=N)` first starts N
-worker processes (`python -m replay.parallel`, fresh interpreters: no inherited
+worker processes (`python -m replay.rebuild_worker`, fresh interpreters: no inherited
 connections, and nothing depends on how the parent was started), each running
 `rebuild(partitions=share)`: the same code path as `replay rebuild NAME --partition P`,
 which only advances the shadow, under the same per-(shadow, partition) locks. Workers
@@ -17,8 +17,6 @@ writer behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import signal
 import subprocess
 import sys
 import threading
@@ -31,9 +29,9 @@ from pydantic import SecretStr
 from ledger import errors
 from ledger.settings import Settings
 
-__all__ = ["replay_in_workers", "shares"]
+__all__ = ["WORKER", "replay_in_workers", "shares"]
 
-PR_SET_PDEATHSIG = 1
+WORKER = "replay.rebuild_worker"  # the module each worker process runs (`python -m`)
 
 
 def shares(estimates: dict[int, int], workers: int) -> list[list[int]]:
@@ -54,7 +52,7 @@ def replay_in_workers(settings: Settings, name: str, groups: Sequence[list[int]]
     returns how many events they applied.
     """
     config = _settings_json(settings)
-    children = [subprocess.Popen([sys.executable, "-m", "replay.parallel"], stdin=subprocess.PIPE,
+    children = [subprocess.Popen([sys.executable, "-m", WORKER], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE) for _ in groups]
     for child, group in zip(children, groups):
         assert child.stdin is not None
@@ -113,39 +111,3 @@ def _error(fields: dict[str, str]) -> BaseException:
     kind = getattr(errors, fields["type"], None)
     cls = kind if isinstance(kind, type) and issubclass(kind, errors.LedgerError) else errors.ProjectionError
     return cls(fields["message"])
-
-
-def _work() -> int:
-    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere nothing kills orphans
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    signal.signal(signal.SIGTERM, _interrupt)
-    from .rebuild import Progress, rebuild
-
-    job = orjson.loads(sys.stdin.buffer.read())
-
-    def say(message: dict[str, Any]) -> None:
-        sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
-        sys.stdout.buffer.flush()
-
-    def report(p: Progress) -> None:
-        if p.partition >= 0:
-            say({"progress": [p.applied, p.partition, p.position]})
-
-    try:
-        result = rebuild(Settings(**job["settings"]), job["name"], job["partitions"], job["bound"], job["batch"],
-                         report)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:  # noqa: BLE001 - handed to the parent, which raises it
-        say({"error": {"type": type(e).__name__, "message": str(e)}})
-        return 1
-    say({"done": result.applied})
-    return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-if __name__ == "__main__":
-    sys.exit(_work())

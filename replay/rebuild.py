@@ -13,7 +13,7 @@ The steps, and what makes each safe:
    before the culprit commit, so a rerun resumes right at it) and the culprit raises
    PoisonEvent naming the event, its position and the error. Nothing is dead-lettered.
 4. Catch up in rounds while the live projector keeps running, until a round has little
-   left to do; then `Rebuildable.swap` holds the live projector off, runs one last
+   left to do; then `Shadow.swap` holds the live projector off, runs one last
    catch-up to the head it sees under the lock, and swaps atomically.
 
 `--until`/`--to` (a bound) and `--partition` (one partition) only advance the shadow and
@@ -34,19 +34,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
-import psycopg
-
 from ledger import Settings, open_log
-from ledger.archive import HistoryGap, archive_estimate, read_from, trimmed_through
-from ledger.connections import database_url
+from ledger.archive import HistoryGap, archive_estimate, newest_archived, read_from, stream_range, trimmed_through
 from ledger.errors import ConfigurationError, EventError, PoisonEvent, ProjectionError
 from ledger.events import RecordedEvent, stream_id_key
 from ledger.log import RedisEventLog
+from ledger.postgres import advisory_locks, connection
 from projections.base import FencedOut, Projection
-from projections.runtime import POISON, fewer_collections
+from projections.runtime import POISON, fewer_collections, is_bug, where
+from projections.shadow import Shadow
 
-from .postgres import advisory_locks
-from .target import Rebuildable
+from .parallel import replay_in_workers, shares
 from .targets import lock_keys, open_target
 
 __all__ = ["BATCH", "PartitionPlan", "Progress", "ReadAhead", "RebuildPlan", "RebuildResult", "Replayer",
@@ -177,11 +175,13 @@ class Replayer:
     def _apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> str:
         try:
             self.projection.apply(partition, events, after)
-        except POISON:
-            self._find_poison(partition, events, after)
         except FencedOut as e:
             raise ProjectionError(f"{self.projection.name}: someone else wrote to the shadow ({e}); "
                                   "is another rebuild running?") from e
+        except Exception as e:
+            if not isinstance(e, POISON) and not is_bug(e):
+                raise
+            self._find_poison(partition, events, after)
         self.applied += len(events)
         last = events[-1].position.stream_id
         if self.report is not None:
@@ -193,11 +193,15 @@ class Replayer:
         for r in events:
             try:
                 self.projection.apply(partition, [r], after)
-            except POISON as e:
-                raise PoisonEvent(
-                    f"{self.projection.name}: event {r.event.event_id} ({r.event.type}) at partition {partition} "
-                    f"id {r.position.stream_id} failed: {type(e).__name__}: {_one_line(e)}; the rebuild stopped "
-                    "there (the live model is untouched); fix the cause and run it again to resume") from e
+            except Exception as e:
+                if not isinstance(e, POISON) and not is_bug(e):
+                    raise
+                # Bad data is a PoisonEvent; a fault of the projection's code is not the event's.
+                kind = PoisonEvent if isinstance(e, POISON) else ProjectionError
+                raise kind(
+                    f"{where(self.projection.name, partition, r)} failed: {type(e).__name__}: {_one_line(e)}; the "
+                    "rebuild stopped there (the live model is untouched); fix the cause and run it again to "
+                    "resume") from e
             after = r.position.stream_id
         # Each event applied on its own: the batch's failure came from their combination,
         # and they are all committed now; carry on.
@@ -265,7 +269,7 @@ def _one_line(error: Exception) -> str:
 
 
 def plan_rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = None, bound: str | None = None,
-                 target: Rebuildable | None = None) -> RebuildPlan:
+                 target: Shadow | None = None) -> RebuildPlan:
     """What a rebuild would do, without writing anything (`--dry-run`)."""
     log = open_log(settings)
     own = target is None
@@ -306,24 +310,21 @@ def estimate_events(settings: Settings, log: RedisEventLog, partition: int, afte
               stream_only: bool) -> int:
     archived, last = 0, after
     if not stream_only:
-        with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+        with connection(settings) as conn:
             archived = archive_estimate(conn, partition, after, bound)
-            row = conn.execute("SELECT stream_ms, stream_seq FROM event_archive WHERE partition = %s"
-                               " ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1", (partition,)).fetchone()
-            if row is not None:
-                last = max(last, f"{row[0]}-{row[1]}", key=stream_id_key)
+            newest = newest_archived(conn, partition)
+            if newest is not None:
+                last = max(last, newest, key=stream_id_key)
     return archived + _stream_estimate(log, partition, last, bound)
 
 
 def _stream_estimate(log: RedisEventLog, partition: int, after: str, bound: str | None) -> int:
     """Stream entries in (after, bound], estimated from XLEN and the ids' time span."""
-    key = log.keys.stream(partition)
-    length, first, head = log.length(partition), log.client.xrange(key, count=1), log.head(partition)
+    # TODO(EventLog): first(partition): the id of the partition's oldest entry.
+    length, first, head = log.length(partition), stream_range(log, partition, "-", "+", 1), log.head(partition)
     if not length or not first or head is None:
         return 0
-    first_id = first[0][0]
-    lo = stream_id_key(first_id.decode() if isinstance(first_id, bytes) else str(first_id))[0]
-    hi = stream_id_key(head)[0]
+    lo, hi = stream_id_key(first[0][0])[0], stream_id_key(head)[0]
     start = max(stream_id_key(after)[0], lo)
     end = min(stream_id_key(bound)[0], hi) if bound else hi
     if end < start:
@@ -338,7 +339,8 @@ def rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = No
             batch: int = BATCH, report: Report | None = None, workers: int = 1) -> RebuildResult:
     """Rebuild `name` into its shadow; with neither `partitions` nor `bound`, catch up and swap.
 
-    With `workers` > 1 the bulk of the replay runs in that many processes (replay.parallel).
+    With `workers` > 1 the bulk of the replay runs in that many processes (replay.parallel,
+    each running this function for its share of the partitions: replay.rebuild_worker).
     """
     started, log = time.monotonic(), open_log(settings)
     target = open_target(settings, name)
@@ -358,10 +360,8 @@ def rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = No
         target.close()
 
 
-def _bulk_in_workers(settings: Settings, target: Rebuildable, plan: RebuildPlan, batch: int, report: Report | None,
+def _bulk_in_workers(settings: Settings, target: Shadow, plan: RebuildPlan, batch: int, report: Report | None,
                      workers: int) -> int:
-    from .parallel import replay_in_workers, shares
-
     target.open_shadow().close()  # created (or checked) once, before the workers race for it
 
     def relay(applied: int, partition: int, position: str) -> None:
@@ -372,7 +372,7 @@ def _bulk_in_workers(settings: Settings, target: Rebuildable, plan: RebuildPlan,
     return replay_in_workers(settings, plan.projection, groups, plan.bound, batch, relay)
 
 
-def _run(settings: Settings, log: RedisEventLog, target: Rebuildable, plan: RebuildPlan, batch: int,
+def _run(settings: Settings, log: RedisEventLog, target: Shadow, plan: RebuildPlan, batch: int,
          report: Report | None, started: float, done: int = 0) -> RebuildResult:
     shadow = target.open_shadow()
     try:

@@ -14,13 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ledger import Settings, open_log
-from projections.base import Projection
-from projections.postgres.base import PostgresProjection
-from projections.redis.base import RedisProjection
 from projections.registry import PROJECTIONS, open_projection
 from projections.status import partition_lag
 
-from .deadletters import open_counts
 from .targets import open_target
 
 __all__ = ["StatusRow", "status"]
@@ -42,15 +38,14 @@ class StatusRow:
 
 
 def status(settings: Settings, names: list[str] | None = None) -> list[StatusRow]:
-    log, letters = open_log(settings), open_counts(settings)
+    log = open_log(settings)
     rows: list[StatusRow] = []
     for name in names or list(PROJECTIONS):
         projection = open_projection(name, settings)
         try:
-            version = _stored_version(projection)
+            version = projection.stored_version()
             lags = partition_lag(log, projection)
-            if isinstance(projection, RedisProjection):  # they keep dead letters beside their keys
-                letters.update(Counter((name, int(d["partition"])) for d in projection.dead_letters()))
+            letters = Counter(d.partition for d in projection.list_dead_letters())
         finally:
             projection.close()
         shadow = _shadow_checkpoints(settings, name)
@@ -58,18 +53,8 @@ def status(settings: Settings, names: list[str] | None = None) -> list[StatusRow
                  "outdated" if version is not None and version != projection.version else "live")
         rows += [StatusRow(name, x.partition, x.checkpoint, x.head, x.behind, x.behind_ms, version, projection.version,
                            state, None if shadow is None else shadow.get(x.partition, "0-0"),
-                           letters.get((name, x.partition), 0)) for x in lags]
+                           letters.get(x.partition, 0)) for x in lags]
     return rows
-
-
-def _stored_version(projection: Projection) -> int | None:
-    if isinstance(projection, PostgresProjection):
-        return projection.stored_version()
-    if isinstance(projection, RedisProjection):
-        stored = projection.client.hmget(projection.keys.versions, sorted(projection.labels()))
-        versions = {int(v) for v in stored if v is not None}
-        return min(versions) if versions else None  # the oldest generation decides
-    return projection.version
 
 
 def _shadow_checkpoints(settings: Settings, name: str) -> dict[int, str] | None:

@@ -1,32 +1,22 @@
-"""Which `Rebuildable` serves a projection: by the kind of store its read model lives in."""
+"""A projection's rebuild target, by name: the shadow its class names (`ProjectionClass.shadow`).
+
+The role (`projections.shadow.Shadow`) and its implementations live with the read models'
+stores (`projections.postgres.shadow_schema`, `projections.redis.generations`); replay only orchestrates
+them, so it never needs to know which store a read model uses.
+"""
 
 from __future__ import annotations
 
-from ledger.errors import ConfigurationError
 from ledger.settings import Settings
-from projections.postgres.base import PostgresProjection
-from projections.redis.base import RedisProjection
-from projections.registry import open_projection
-
-from .postgres import PostgresShadow
-from .redis import RedisShadow
-from .target import Rebuildable
+from projections.registry import projection_class
+from projections.shadow import Shadow
 
 __all__ = ["lock_keys", "open_target"]
 
 
-def open_target(settings: Settings, name: str, kind: str = "rebuild") -> Rebuildable:
+def open_target(settings: Settings, name: str, kind: str = "rebuild") -> Shadow:
     """The rebuild target of projection `name`; `kind` names the shadow (rebuild | verify)."""
-    projection = open_projection(name, settings)
-    try:
-        store = type(projection)
-    finally:
-        projection.close()
-    if issubclass(store, PostgresProjection):
-        return PostgresShadow(settings, name, kind)
-    if issubclass(store, RedisProjection):
-        return RedisShadow(settings, name, kind)
-    raise ConfigurationError(f"projection {name!r} ({store.__name__}) has no rebuild target")
+    return projection_class(name, settings).shadow(settings, kind)
 
 
 def lock_keys(settings: Settings, name: str, kind: str, partitions: list[int]) -> list[str]:

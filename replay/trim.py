@@ -22,14 +22,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-import psycopg
-
 from ledger import Settings, open_log
 from ledger.archive import coverage, known_gaps, trimmed_key
-from ledger.connections import database_url
 from ledger.events import stream_id_key
 from ledger.log import RedisEventLog
+from ledger.postgres import connection, sync_commit
 from ledger.scripts import LuaScript
+from projections.postgres import checkpoint_table
 from projections.registry import PROJECTIONS, open_projection
 
 from .targets import open_target
@@ -99,7 +98,7 @@ def _archive_limits(settings: Settings, log: RedisEventLog) -> tuple[Limits, dic
     newest: dict[int, str | None] = {}
     gaps: dict[int, str | None] = {}
     refusals: dict[int, str] = {}
-    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+    with connection(settings) as conn:
         for p in range(settings.partitions):
             held = coverage(conn, log, p)
             newest[p] = held.newest or "0-0"  # holds nothing: trims nothing
@@ -121,24 +120,23 @@ def _flush_commits(settings: Settings) -> None:
     write-ahead log up to itself, so every commit seen before it survives a crash, and no
     checkpoint can fall back below the trim point.
     """
-    with psycopg.connect(database_url(settings), options="-c synchronous_commit=on") as conn:
-        conn.execute("SELECT pg_current_xact_id()")  # an xid, so COMMIT writes (and flushes) a record
+    sync_commit(settings)
 
 
 def _other_consumers(settings: Settings, known: set[str]) -> list[tuple[str, dict[int, str | None]]]:
     """Checkpointed ledger consumers that are not registered read models (they are not rebuilt,
     but they read the stream, so it must keep what they have not read yet)."""
-    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
-        rows = conn.execute("SELECT projection, partition, stream_id FROM projection_checkpoints").fetchall()
-    found: dict[str, dict[int, str | None]] = {}
-    for name, partition, stream_id in rows:
-        if name not in known:
-            found.setdefault(name, {p: None for p in range(settings.partitions)})[int(partition)] = str(stream_id)
-    return [(f"consumer {name}", checkpoints) for name, checkpoints in sorted(found.items())]
+    with connection(settings) as conn:
+        stored = checkpoint_table.all_checkpoints(conn)
+    found = {name: {p: held.get(p) for p in range(settings.partitions)}
+             for name, held in stored.items() if name not in known}
+    return [(f"consumer {name}", limits) for name, limits in sorted(found.items())]
 
 
 def trim(settings: Settings, older_than_days: float, now_ms: int | None = None) -> list[TrimPoint]:
     log = open_log(settings)
+    # TODO(EventLog): trim(partition, below) -> (removed, trimmed through): trimming is the log's
+    # own operation (trim.lua, and the mark `ledger.archive.trimmed_key` reads, move to ledger/).
     script = LuaScript(log.client, "trim.lua", package="replay")
     out = []
     for point in plan_trim(settings, older_than_days, now_ms):

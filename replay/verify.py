@@ -19,10 +19,10 @@ from ledger import Settings, open_log
 from ledger.errors import ProjectionError
 from ledger.events import stream_id_key
 from ledger.log import RedisEventLog
+from ledger.postgres import advisory_locks
+from projections.shadow import Comparison, Digest, Shadow
 
-from .postgres import advisory_locks
 from .rebuild import BATCH, Replayer, Report, estimate_events, fewer_collections, refuse_trimmed
-from .target import Comparison, Digest, Rebuildable
 from .targets import lock_keys, open_target
 
 __all__ = ["VerifyResult", "verify"]
@@ -63,7 +63,7 @@ def verify(settings: Settings, name: str, batch: int = BATCH, report: Report | N
                         comparison.shadow.digest, comparison.differences, applied, time.monotonic() - started)
 
 
-def _aligned(settings: Settings, log: RedisEventLog, target: Rebuildable, batch: int,
+def _aligned(settings: Settings, log: RedisEventLog, target: Shadow, batch: int,
              report: Report | None) -> tuple[Comparison, int]:
     target.drop_shadow()  # a verify starts from nothing: what it checks is a rebuild from scratch
     shadow = target.open_shadow()

@@ -10,12 +10,11 @@ import pytest
 
 from commands import ForgetMemory, StoreMemory, open_bus
 from ledger import Settings, open_log
-from ledger.archive import HistoryGap, read_from, trimmed_key
+from ledger.archive import HistoryGap, read_from
 from ledger.codec import decode_body, encode
 from ledger.errors import PoisonEvent
 from ledger.events import MemoryForgotten, RecordedEvent, stream_id_key
 from ledger.log import RedisEventLog
-from ledger.scripts import LuaScript
 from projections import PROJECTIONS, open_projection, run_projection
 from projections.postgres import migrate
 from replay import Snapshot, open_target
@@ -96,8 +95,7 @@ def _dead_letter_by_hand(settings: Settings, r: RecordedEvent, after: str, error
 
 def _force_trim(log: RedisEventLog, partition: int, min_id: str) -> None:
     """Trim below `min_id` whatever the archive holds (by hand, or a trim blind to the dead letter)."""
-    LuaScript(log.client, "trim.lua", package="replay").run(
-        [log.keys.stream(partition), trimmed_key(log.keys, partition)], [min_id])
+    log.trim(partition, min_id)
 
 
 def _successor(sid: str) -> str:

@@ -29,7 +29,7 @@ from replay.rebuild import Progress, plan_rebuild, rebuild
 from replay.status import status
 from replay.trim import trim
 from replay.verify import verify
-from replay.postgres import shadow_schema
+from projections.postgres.shadow_schema import shadow_schema
 
 from test_replay_helpers import append_v1_memory, memledger, populate, project_all, sql
 from workload import send_all, workload
@@ -307,7 +307,7 @@ class BuggyMemories(MemoriesProjection):
 
     def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:  # type: ignore[type-arg]
         if any("boom" in str(getattr(r.event.data, "content", "")) for r in events):
-            raise ValueError("boom is not supported")
+            raise psycopg.errors.CheckViolation("boom is not supported")
         super().write(cur, events)
 
 
@@ -324,9 +324,7 @@ def registry() -> Iterator[dict[str, Factory]]:
 
 
 def _use(registry: dict[str, Factory], cls: type[MemoriesProjection]) -> None:
-    from ledger.connections import database_url
-
-    registry["memories"] = lambda s, schema: cls(database_url(s), schema)
+    registry["memories"] = cls  # type: ignore[assignment]
 
 
 def test_status_shows_lag_version_state_and_dead_letters(ledger_1k: Settings, registry: dict[str, Factory]) -> None:

@@ -19,7 +19,6 @@ from typer.testing import CliRunner, Result
 
 from commands import StoreMemory, open_bus
 from ledger import Settings
-from ledger.connections import database_url
 from ledger.errors import OutdatedReadModel
 from ledger.events import RecordedEvent
 from memledger.cli import app
@@ -109,7 +108,7 @@ def test_schema_change_workflow(settings: Settings, migrations: Path, registry: 
     head = ScriptDirectory.from_config(migrate.alembic_config(settings)).get_current_head()
     (migrations / "versions" / "9001_memories_word_count.py").write_text(REVISION.format(revision="9001", down=head))
     # 2. bump the projection's version (and teach it the new column)
-    PROJECTIONS["memories"] = lambda s, schema: MemoriesV2(database_url(s), schema)
+    PROJECTIONS["memories"] = MemoriesV2
     # 3. migrate
     assert cli(settings, "migrate").exit_code == 0
     assert sql(settings, "SELECT count(*) FROM memories WHERE word_count IS NOT NULL") == [(0,)]

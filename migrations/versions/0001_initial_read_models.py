@@ -45,7 +45,8 @@ def upgrade() -> None:
     sa.Column('redriven_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('dead_letters_open', 'dead_letters', ['projection', 'partition'], unique=False, postgresql_where=sa.text('redriven_at IS NULL'))
+    op.create_index('dead_letters_open', 'dead_letters', ['projection', 'partition'], unique=False,
+                    postgresql_where=sa.text('redriven_at IS NULL'))
     op.create_table('event_archive',
     sa.Column('event_id', sa.UUID(), nullable=False),
     sa.Column('partition', sa.SmallInteger(), nullable=False),
@@ -63,7 +64,8 @@ def upgrade() -> None:
     )
     op.create_index('event_archive_agent_time', 'event_archive', ['org_id', 'agent_id', 'occurred_at'], unique=False)
     op.create_index('event_archive_position', 'event_archive', ['partition', 'stream_ms', 'stream_seq'], unique=True)
-    op.create_index('event_archive_subject', 'event_archive', ['org_id', 'subject_id', 'partition', 'stream_ms', 'stream_seq'], unique=False)
+    op.create_index('event_archive_subject', 'event_archive',
+                    ['org_id', 'subject_id', 'partition', 'stream_ms', 'stream_seq'], unique=False)
     op.create_table('memories',
     sa.Column('org_id', sa.Text(), nullable=False),
     sa.Column('agent_id', sa.Text(), nullable=False),
@@ -80,7 +82,8 @@ def upgrade() -> None:
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('recall_count', sa.Integer(), nullable=False),
     sa.Column('last_recalled_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('search', postgresql.TSVECTOR(), sa.Computed("to_tsvector('english', content)", persisted=True), nullable=True),
+    sa.Column('search', postgresql.TSVECTOR(), sa.Computed("to_tsvector('english', content)", persisted=True),
+              nullable=True),
     sa.PrimaryKeyConstraint('org_id', 'agent_id', 'memory_id')
     )
     op.create_index('memories_org_importance', 'memories', ['org_id', 'importance'], unique=False)

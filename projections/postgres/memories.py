@@ -10,14 +10,24 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import orjson
 import psycopg
 
 from ledger.events import Event, RecordedEvent
+from ledger.settings import Settings
 
-from ..fold import MEMORY_EVENTS, SESSION_EVENTS, AgentDelta, MemoryRow, SessionRow, fold_memory, fold_session
+from ..fold import (
+    MEMORY_EVENTS,
+    SESSION_EVENTS,
+    AgentDelta,
+    MemoryChange,
+    MemoryRow,
+    SessionRow,
+    fold_memory,
+    fold_session,
+)
 from .base import PostgresProjection
 
 Key = tuple[str, str, str]  # org, agent, subject
@@ -43,25 +53,32 @@ class MemoriesProjection(PostgresProjection):
     version = 1
     tables = ("memories", "tag_stats", "agent_stats", "sessions")
     durable_commit = False  # derived data, re-applied from the ledger after a database crash
-    # The memory rows the last batch changed, as (org, agent, tags before and after): what
-    # the query cache's commit hook invalidates (projections.redis.cache).
-    touched: list[tuple[str, str, frozenset[str]]] = []
 
-    def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
-        self.touched = []
+    @classmethod
+    def open(cls, settings: Settings, target: str | None = None) -> Self:
+        projection = super().open(settings, target)
+        if target in (None, settings.db_schema):  # the live tables: their commits invalidate the query cache
+            from ..redis.cache import attach_query_cache
+
+            attach_query_cache(projection, settings, settings.db_schema)
+        return projection
+
+    def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> tuple[MemoryChange, ...]:
+        """Fold and write the batch; the memory rows it changed (what the query cache's commit
+        hook invalidates: projections.redis.cache)."""
         memory = [r.event for r in events if r.event.type in MEMORY_EVENTS]
         session = [r.event for r in events if r.event.type in SESSION_EVENTS]
         deltas: dict[tuple[str, str], AgentDelta] = defaultdict(AgentDelta)
-        if memory:
-            self._write_memories(cur, memory, deltas)
+        changes = self._write_memories(cur, memory, deltas) if memory else ()
         if session:
             self._write_sessions(cur, session, deltas)
         self._write_agent_stats(cur, deltas)
+        return changes
 
     # -- memories ----------------------------------------------------------------------
 
     def _write_memories(self, cur: psycopg.Cursor, events: list[Event],
-                        deltas: dict[tuple[str, str], AgentDelta]) -> None:
+                        deltas: dict[tuple[str, str], AgentDelta]) -> tuple[MemoryChange, ...]:
         before = _load(cur, "memories", MEMORY_COLUMNS, "memory_id", _needs_loading(events, "MemoryStored"),
                        MemoryRow)
         after = _fold_all(events, before, fold_memory, deltas, counts_live=True)
@@ -74,9 +91,10 @@ class MemoriesProjection(PostgresProjection):
                     [v for k, v in changed.items() if v is not None and k in before])
         _delete(cur, [k for k, v in changed.items() if v is None and k in before])
         _write_tag_stats(cur, _tag_deltas(before, changed))
-        if self.commit_hooks:  # only the query cache reads it; rebuilds have no hooks
-            self.touched = [(k[0], k[1], frozenset(before[k].tags if k in before else ()) | frozenset(v.tags if v else ()))
-                            for k, v in changed.items()]
+        if not self.commit_hooks:  # only the query cache reads them; rebuilds have no hooks
+            return ()
+        return tuple(MemoryChange(k[0], k[1], frozenset(before[k].tags if k in before else ())
+                                  | frozenset(v.tags if v else ())) for k, v in changed.items())
 
     # -- sessions ----------------------------------------------------------------------
 

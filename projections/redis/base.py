@@ -21,42 +21,31 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Self, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import orjson
 import redis
 
 from ledger.connections import connect_redis
-from ledger.errors import OutdatedReadModel, StoreUnavailable
+from ledger.errors import OutdatedReadModel
 from ledger.events import RecordedEvent
 from ledger.scripts import LuaScript
 from ledger.settings import Settings
 
-from ..base import FencedOut
+from ..base import DeadLetter, FencedOut, LaterApplied, RedriveRefused
+from .calls import call, pipelined
+from .checkpoint_keys import RedisCheckpoints
 from .keys import ModelKeys, check_label, text
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from ..shadow import Shadow
+
+__all__ = ["Arg", "RedisProjection", "call", "pipelined"]
+
 Arg = str | bytes | int | float
 SCAN_COUNT = 1000
 HLL_MAGIC = b"HYLL"
-
-
-def call(action: Callable[[], T], what: str) -> T:
-    """Run one Redis call, translating connection failures into the transient StoreUnavailable."""
-    try:
-        return action()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise StoreUnavailable(f"Redis is unreachable ({what}): {e}") from e
-
-
-def pipelined(client: redis.Redis, fill: Callable[[Any], object], what: str) -> list[Any]:
-    """Run the commands `fill(pipe)` queues in one round trip; their replies."""
-    def run() -> list[Any]:
-        with client.pipeline(transaction=False) as pipe:
-            fill(pipe)
-            return pipe.execute()
-    return call(run, what)
 
 
 class RedisProjection(ABC):
@@ -69,6 +58,7 @@ class RedisProjection(ABC):
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     script: ClassVar[str] = ""  # the batch script in projections/lua/
+    skips_poison: ClassVar[bool] = True  # see projections.base.Projection
 
     def __init__(self, client: redis.Redis, namespace: str, partitions: int, label: str | None = None):
         self.client, self.namespace, self.partitions = client, namespace, partitions
@@ -79,9 +69,18 @@ class RedisProjection(ABC):
         self._dead = LuaScript(client, "rm_dead_letter.lua", package="projections")
 
     @classmethod
-    def open(cls, settings: Settings, label: str | None = None) -> Self:
+    def open(cls, settings: Settings, target: str | None = None) -> Self:
+        """The live projection (`target` None, or the namespace's schema name, which is what
+        the live PostgreSQL read models are opened with), or generation `target`."""
+        label = None if target in (None, settings.db_schema) else target
         return cls(connect_redis(settings), settings.namespace, settings.partitions, label,
                    **cls.options(settings))
+
+    @classmethod
+    def shadow(cls, settings: Settings, kind: str = "rebuild") -> Shadow:
+        from .generations import RedisShadow
+
+        return RedisShadow(settings, cls, kind)
 
     @classmethod
     def options(cls, settings: Settings) -> dict[str, Any]:
@@ -157,13 +156,21 @@ class RedisProjection(ABC):
             pipe.hget(self.keys.versions, label)
         return int(pipelined(self.client, claim, f"reading the {self.name} version")[1])
 
+    def stored_version(self) -> int | None:
+        """The version that built the generation(s) written; of several, the oldest decides."""
+        labels = sorted(self.labels())
+        stored = call(lambda: self.client.hmget(self.keys.versions, labels), f"reading the {self.name} versions")
+        versions = {int(v) for v in stored if v is not None}
+        return min(versions) if versions else None
+
+    @property
+    def checkpoint_store(self) -> RedisCheckpoints:
+        return RedisCheckpoints(self.client, self.keys, self.partitions, self.label)
+
     def checkpoints(self) -> dict[int, str]:
         if self.live:
             self._read_labels()
-        values = pipelined(self.client, lambda pipe: [pipe.get(self.keys.checkpoint(p, self.label(p)))
-                                                      for p in range(self.partitions)],
-                           f"reading the {self.name} checkpoints")
-        return {p: text(v) for p, v in enumerate(values) if v}
+        return self.checkpoint_store.load()
 
     def apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
         args = self.arguments(partition, events)
@@ -177,7 +184,7 @@ class RedisProjection(ABC):
 
     def _run(self, script: LuaScript, partition: int, after: str, to: str, args: list[Arg]) -> None:
         label = self.label(partition)
-        keys = [self.keys.checkpoint(partition, label), self.keys.pointer(partition)]
+        keys = [self.checkpoint_store.key(partition), self.keys.pointer(partition)]
         head = [after, to, "" if self.fixed_label else label, self.keys.prefix(partition, label)]
         status = text(script.run(keys, head + args))
         if status == "moved":
@@ -195,9 +202,21 @@ class RedisProjection(ABC):
     # -- inspection, for operators and rebuilds ----------------------------------------
 
     def dead_letters(self) -> list[dict[str, Any]]:
+        """The letters kept beside the generation's keys, as stored (JSON objects)."""
         lists = pipelined(self.client, lambda pipe: [pipe.lrange(self.keys.dead(p, self.label(p)), 0, -1)
                                                      for p in range(self.partitions)], "reading dead letters")
         return [orjson.loads(item) for items in lists for item in items]
+
+    def list_dead_letters(self, include_resolved: bool = False) -> list[DeadLetter]:
+        """Every letter (a Redis read model's letters are never resolved: a rebuild drops them
+        with the old generation)."""
+        return [DeadLetter(None, self.name, int(d["partition"]), str(d["stream_id"]), d.get("event_id"),
+                           d.get("event_type"), str(d["error"]), int(d["attempts"]), None, None)
+                for d in self.dead_letters()]
+
+    def redrive(self, letter: DeadLetter, event: RecordedEvent, later_applied: LaterApplied) -> None:
+        raise RedriveRefused(f"{self.name} keeps its dead letters in Redis and is not re-driven event by event; "
+                             f"rebuild it: `memledger replay rebuild {self.name}`")
 
     def _generation_keys(self) -> dict[int, list[bytes]]:
         found: dict[int, list[bytes]] = {}

@@ -44,27 +44,29 @@ import hashlib
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
 
 from ledger.connections import connect_redis, database_url
 from ledger.errors import StoreUnavailable
-from ledger.events import RecordedEvent
 from ledger.scripts import LuaScript
 from ledger.settings import Settings
 
+from ..fold import MemoryChange
 from ..query import Clock, MemoryQuery, MemoryStore, QueryResult, Row, utc_now
-from .base import call, pipelined
+from .calls import call, pipelined
 from .keys import text
+
+if TYPE_CHECKING:
+    from ..postgres.base import Batch, PostgresProjection
 
 DATETIME_COLUMNS = ("created_at", "updated_at", "expires_at", "last_recalled_at")
 MAX_ENTRY_BYTES = 1 << 20  # larger results are served, not cached
-Touched = tuple[str, str, frozenset[str]]  # org, agent, tags before and after
 
 
 def gen_key(namespace: str, org_id: str) -> str:
@@ -187,30 +189,27 @@ class CachedMemoryStore(MemoryStore):
 
 
 def open_cached_store(settings: Settings, clock: Clock = utc_now) -> CachedMemoryStore:
-    import psycopg
-
-    try:
-        return CachedMemoryStore(database_url(settings), settings.db_schema, connect_redis(settings),
-                                 settings.namespace, settings.cache_ttl_seconds, clock)
-    except psycopg.OperationalError as e:
-        raise StoreUnavailable(f"PostgreSQL is unreachable: {e}") from e
+    """The namespace's memories behind the query cache (connecting raises StoreUnavailable)."""
+    return CachedMemoryStore(database_url(settings), settings.db_schema, connect_redis(settings),
+                             settings.namespace, settings.cache_ttl_seconds, clock)
 
 
 # -- the writer side -----------------------------------------------------------------------
 
 
-def _by_org(touched: Iterable[Touched]) -> dict[str, list[str]]:
+def _by_org(changed: Iterable[MemoryChange]) -> dict[str, list[str]]:
+    """The scopes each org's changes touch: the org, each agent, every tag before or after."""
     found: dict[str, set[str]] = defaultdict(set)
-    for org, agent, tags in touched:
-        found[org].update(("org", f"a:{agent}", *(f"t:{t}" for t in tags)))
+    for change in changed:
+        found[change.org_id].update(("org", f"a:{change.agent_id}", *(f"t:{t}" for t in change.tags)))
     return {org: sorted(s) for org, s in sorted(found.items())}
 
 
 class CacheInvalidation:
     """Commit hook of the memories projection (see the module docstring).
 
-    It reads what the batch changed from `projection.touched` (org, agent, tags before
-    and after of each memory row the batch changed), which MemoriesProjection.write sets.
+    What a batch changed comes with the batch (`Batch.changed`: org, agent, and tags before
+    and after of each memory row it changed, as MemoriesProjection.write reports them).
     """
 
     def __init__(self, client: redis.Redis, namespace: str, schema: str):
@@ -218,8 +217,8 @@ class CacheInvalidation:
         self._script = LuaScript(client, "cache_invalidate.lua", package="projections")
         self._pending: dict[int, tuple[str, list[str]]] = {}  # partition -> token, orgs
 
-    def before_commit(self, projection: object, partition: int, events: Sequence[RecordedEvent]) -> None:
-        orgs = _by_org(getattr(projection, "touched", ()))
+    def before_commit(self, projection: object, partition: int, batch: Batch) -> None:
+        orgs = _by_org(batch.changed)
         intent, token = intent_key(self.namespace, self.schema, partition), uuid.uuid4().hex
 
         def record(pipe: Any) -> None:
@@ -234,7 +233,7 @@ class CacheInvalidation:
             self._pending[partition] = (token, list(orgs))
             self._script.run_many([([gen_key(self.namespace, org)], ["begin", token, *s]) for org, s in orgs.items()])
 
-    def after_commit(self, projection: object, partition: int, events: Sequence[RecordedEvent]) -> None:
+    def after_commit(self, projection: object, partition: int, batch: Batch) -> None:
         pending = self._pending.pop(partition, None)
         if pending is not None:
             token, orgs = pending
@@ -246,7 +245,7 @@ class CacheInvalidation:
         call(lambda: self.client.hdel(intent, *tokens), "clearing a cache intent")
 
 
-def attach_query_cache(projection: Any, settings: Settings, schema: str) -> Any:
+def attach_query_cache(projection: PostgresProjection, settings: Settings, schema: str) -> PostgresProjection:
     """Make the live memories projection invalidate the query cache around its commits."""
     projection.commit_hooks.append(CacheInvalidation(connect_redis(settings), settings.namespace, schema))
     return projection

@@ -1,14 +1,15 @@
-"""The role a read model plays for a rebuild: `Rebuildable`, one implementation per store.
+"""The role a read model plays for a rebuild: `Shadow`, one implementation per store.
 
 A rebuild never writes where queries read. It writes a *shadow* version of the read model
-(a PostgreSQL schema, a Redis key version), which holds its own checkpoints, so a crashed
+(a PostgreSQL schema, a Redis key generation), which holds its own checkpoints, so a crashed
 or cancelled rebuild resumes from them. `swap` then replaces the live version by the shadow
 in one atomic step, checkpoints included, while the live projector is held off; afterwards
 the live projector finds its checkpoint moved (FencedOut), re-reads it and continues from
-the shadow's position. `digest` is what `verify` and the determinism tests compare.
+the shadow's position. `compare` is what `verify` uses.
 
-Implementations: `replay.postgres.PostgresShadow`; Redis read models plug in through
-`replay.redis` once they expose key versions (see that module).
+Implementations: `projections.postgres.shadow_schema.PostgresShadow` (shadow schemas, swapped by
+moving tables) and `projections.redis.generations.RedisShadow` (key generations, swapped by
+pointer). A projection class names its own (`ProjectionClass.shadow`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from projections.base import Projection
+from .base import Projection
+
+__all__ = ["Comparison", "Digest", "Shadow", "Snapshot"]
 
 Digest = Mapping[str, str]  # part of the read model (a table, a key family) -> "rows:hash"
 
@@ -49,8 +52,8 @@ class Comparison:
         return self.aligned and dict(self.live.digest) == dict(self.shadow.digest)
 
 
-class Rebuildable(Protocol):
-    """A read model that can be rebuilt into a shadow version and swapped in."""
+class Shadow(Protocol):
+    """A read model's rebuild target: a shadow version, and the swap that makes it live."""
 
     name: str  # the projection's name
     stream_only: bool  # True when the read model *is* the archive: rebuild from the stream alone
@@ -78,8 +81,7 @@ class Rebuildable(Protocol):
     def live_snapshot(self) -> Snapshot:
         """The live read model's checkpoints and digest, read consistently."""
 
-    def shadow_snapshot(self) -> Snapshot:
-        ...
+    def shadow_snapshot(self) -> Snapshot: ...
 
     def compare(self, limit: int = 5, align: Callable[[Mapping[int, str]], object] | None = None) -> Comparison:
         """Read live and shadow consistently; when aligned, digest both and, if they differ,
@@ -91,11 +93,6 @@ class Rebuildable(Protocol):
         then atomically replace the live read model by the shadow; returns the checkpoints
         now live. Dropping the shadow is part of the same atomic step."""
 
-    def drop_shadow(self) -> None:
-        ...
+    def drop_shadow(self) -> None: ...
 
-    def close(self) -> None:
-        ...
-
-
-TargetFactory = Callable[[str], Rebuildable]
+    def close(self) -> None: ...

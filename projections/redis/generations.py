@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
-from ledger.errors import ConfigurationError, ProjectionError
+from ledger.errors import ProjectionError
 from ledger.settings import Settings
-from projections.base import Projection
-from projections.redis.base import RedisProjection, call
-from projections.redis.keys import text
-from projections.registry import open_projection
 
-from .target import Comparison, Snapshot
+from ..shadow import Comparison, Snapshot
+from .base import RedisProjection
+from .calls import call
+from .keys import text
 
 __all__ = ["RedisShadow"]
 
@@ -42,22 +41,18 @@ ALIGN_TRIES = 20
 
 
 class RedisShadow:
-    """Rebuildable for a RedisProjection (see the module docstring)."""
+    """Shadow of a RedisProjection class (see the module docstring)."""
 
     stream_only = False
 
-    def __init__(self, settings: Settings, name: str, kind: str = "rebuild"):
-        self.settings, self.name, self.kind = settings, name, kind
+    def __init__(self, settings: Settings, projection: type[RedisProjection], kind: str = "rebuild"):
+        self.settings, self.projection, self.name, self.kind = settings, projection, projection.name, kind
         self.live = self._open(None)
         self.client = self.live.client
-        self.record = f"{{{settings.namespace}}}:rm:{name}:{kind}"
+        self.record = f"{{{settings.namespace}}}:rm:{self.name}:{kind}"
 
     def _open(self, label: str | None) -> RedisProjection:
-        projection = open_projection(self.name, self.settings, label)
-        if not isinstance(projection, RedisProjection):
-            projection.close()
-            raise ConfigurationError(f"{self.name!r} is not a Redis projection")
-        return projection
+        return self.projection.open(self.settings, label)
 
     @property
     def shadow_label(self) -> str:
@@ -76,7 +71,7 @@ class RedisShadow:
     def shadow_exists(self) -> bool:
         return self._label() is not None
 
-    def open_shadow(self) -> Projection:
+    def open_shadow(self) -> RedisProjection:
         label = self._label()
         if label is None:
             label = f"{self.kind[0]}{self.live.version}-{secrets.token_hex(4)}"
@@ -88,7 +83,7 @@ class RedisShadow:
             self.drop_shadow()
             return self.open_shadow()
         shadow.ensure_current()
-        return cast(Projection, shadow)  # RedisProjection declares name/version as ClassVars
+        return shadow
 
     def finish_bulk(self) -> None:
         """Nothing is set aside while a Redis generation is replayed."""
