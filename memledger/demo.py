@@ -23,9 +23,11 @@ from ledger.events import Message
 
 ORGS = {"acme": ["support-bot", "sales-bot", "ops-bot"], "globex": ["tutor", "planner"], "initech": ["assistant"]}
 FACTS = [
-    ("prefers {x} for meetings", "preference", ["meetings", "scheduling"], ["mornings", "video calls", "short agendas"]),
+    ("prefers {x} for meetings", "preference", ["meetings", "scheduling"],
+     ["mornings", "video calls", "short agendas"]),
     ("is allergic to {x}", "fact", ["health"], ["peanuts", "shellfish", "pollen"]),
-    ("decided to migrate billing to {x}", "decision", ["billing", "roadmap"], ["Stripe", "an in-house ledger", "Adyen"]),
+    ("decided to migrate billing to {x}", "decision", ["billing", "roadmap"],
+     ["Stripe", "an in-house ledger", "Adyen"]),
     ("asked about the {x} plan pricing", "note", ["sales", "pricing"], ["team", "enterprise", "starter"]),
     ("reported a bug in the {x} export", "fact", ["support", "bugs"], ["CSV", "PDF", "calendar"]),
     ("likes answers in {x}", "preference", ["style"], ["bullet points", "one paragraph", "Spanish"]),

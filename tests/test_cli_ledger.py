@@ -20,7 +20,8 @@ from ledger import Settings, open_log
 from memledger.cli import app
 from memledger.cli.agents import read_commands
 from memledger.cli.common import settings as cli_settings
-from memledger.cli.logs import EventFilter, follow, make_filter, short_payload
+from memledger.cli.logs import make_filter, short_payload
+from memledger.log_reader import EventFilter, follow
 
 Env = dict[str, str]
 

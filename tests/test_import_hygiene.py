@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVERS = ("redis", "hiredis", "psycopg", "psycopg_pool", "sqlalchemy", "alembic", "dramatiq")
 
 PURE_MODULES = ("ledger.events", "ledger.codec", "ledger.upcasting", "commands.models", "commands.decide",
-                "ledger.storable", "commands.wire", "projections.fold")
+                "ledger.storable", "commands.wire", "projections.fold", "ledger.eventlog", "commands.bus")
 
 # The public names of each package, imported the way callers import them (lazily resolved).
 PUBLIC = {
-    "ledger": ("Settings", "open_log", "Receipt", "RedisEventLog", "RecordedEvent"),
+    "ledger": ("Settings", "open_log", "Receipt", "RedisEventLog", "RecordedEvent", "EventLog", "Append"),
     "commands": ("open_bus", "CommandBus", "StoreMemory", "decide", "Unauthorized", "parse"),
     "projections": ("PROJECTIONS", "run_projection", "MemoryQuery", "MemoryStore", "open_memory_store",
                     "Projector", "open_projection"),

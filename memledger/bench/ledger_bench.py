@@ -46,7 +46,7 @@ def bench_bus(ctx: BenchContext) -> Iterator[CommandBus]:
     try:
         yield bus
     finally:
-        bus.log.client.close()
+        bus.log.close()
 
 
 def accepted(outcomes: Sequence[Outcome]) -> int:

@@ -1,7 +1,9 @@
 """The `memledger` console command: one thin Typer app, a module per surface.
 
-Domain errors (`LedgerError`) print as one line and exit with the error's code;
-`--debug` shows the traceback.
+Every command parses its options, calls the App (memledger/app.py) and renders the result;
+no module here opens a connection or holds SQL. Domain errors (`LedgerError`) print as one
+line and exit with the error's code; `--debug` shows the traceback. A bare group (`memledger
+worker`, `memledger session`, ...) prints its help and exits 0.
 """
 
 from __future__ import annotations
@@ -12,18 +14,23 @@ import typer
 
 from ledger.errors import LedgerError
 
-from . import agents, analysts, bench, demo, logs, operators, redis_models, replay, worker
+from . import agents, analysts, bench, demo, logs, operators, redis_models, replay, servers, sessions, worker
 from .common import state
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="memory-ledger: an event-sourced memory store for AI agents.")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, invoke_without_command=True,
+                  help="memory-ledger: an event-sourced memory store for AI agents.")
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of domain errors.")) -> None:
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show tracebacks of domain errors.")) -> None:
     state.debug = debug
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
 
 
-for surface in (agents, logs, analysts, redis_models, operators, replay, demo, bench, worker):
+for surface in (agents, logs, analysts, redis_models, operators, replay, demo, bench, worker, sessions, servers):
     surface.register(app)
 
 

@@ -1,23 +1,26 @@
-"""The agents' surface: `memledger send` appends commands read from a file or stdin."""
+"""The agents' surface: `memledger send` appends commands read from a file or stdin.
+
+`memledger session ingest` reads and reports the same way (memledger/cli/sessions.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
 import typer
 
-from commands import CommandBus, open_bus, wire
-from ledger.connections import database_url
-from ledger.errors import CommandError, InvalidCommand, LedgerError, RateLimited, VersionConflict
+from commands import wire
+from ledger.errors import CommandError, InvalidCommand, RateLimited, VersionConflict
 from ledger.ids import new_id
-from ledger.log import Outcome, Receipt
 
-from projections.postgres.base import connect
+from .common import JsonOpt, open_app, print_json
 
-from .common import print_json, settings
+if TYPE_CHECKING:
+    from commands import Command
+    from ledger.log import Outcome, Receipt
+    from memledger.app import App
 
 BATCH_SIZE = 500
 EXIT_REJECTED = CommandError.exit_code  # 2: at least one command was not accepted
@@ -26,6 +29,13 @@ EXIT_REJECTED = CommandError.exit_code  # 2: at least one command was not accept
 NEW_SUBJECTS = {"StoreMemory": ("memory_id", "mem"), "IngestSession": ("session_id", "ses")}
 # A numbered input line: the command's JSON object, or why it is not one.
 Item = tuple[int, dict[str, Any] | InvalidCommand]
+SourceArg = typer.Argument("-", metavar="[FILE|-]", help="JSON lines (or one JSON object); '-' or nothing reads stdin.")
+
+
+class Sender(Protocol):
+    """What sends a batch: the App, or a command bus."""
+
+    def send_many(self, commands: Sequence[Command | Mapping[str, Any]]) -> list[Outcome]: ...
 
 
 def register(app: typer.Typer) -> None:
@@ -33,41 +43,30 @@ def register(app: typer.Typer) -> None:
     app.command("send")(send)
 
 
-def send(
-    source: typer.FileBinaryRead = typer.Argument(
-        "-", metavar="[FILE|-]", help="JSON lines (or one JSON object); '-' or nothing reads stdin."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per command."),
-) -> None:
+def send(source: typer.FileBinaryRead = SourceArg, as_json: JsonOpt = False) -> None:
     """Append commands (StoreMemory, UpdateMemory, ...) to the ledger, one result line each.
 
     Exits 0 when every command was accepted (duplicates included), 2 when any was rejected.
+    With --json, one object per command: line, ok, partition, stream_id, subject_version,
+    event_ids, duplicate (or error, message); a store or ingest also says the id it created.
     """
-    send_lines(source, as_json)
+    with open_app() as app:
+        send_lines(app, app.send_many, source, as_json)
 
 
-def send_lines(source: Iterable[bytes], as_json: bool, only: str | None = None) -> None:
-    """Send every command of `source` and print one outcome per command, in input order.
+def send_lines(app: App, sender: Callable[[Sequence[Mapping[str, Any]]], list[Outcome]], source: Iterable[bytes],
+               as_json: bool, only: str | None = None) -> None:
+    """Send every command of `source` with `sender` and print one outcome per command, in input order.
 
     A line that is not a command (not UTF-8, not JSON, not valid) gets its own error and
     costs no other line anything. `only` names the one command type accepted (its lines
     may then leave out `type`), as `memledger session ingest` does.
     """
-    bus = open_bus(settings())
-    positions = QueuePositions(bus)
-    total = rejected = 0
-    try:
-        for batch in batches(read_commands(source, only), BATCH_SIZE):
-            sent = {number: value for number, value in batch if isinstance(value, dict)}
-            for number, outcome in send_batch(bus, batch):
-                total, rejected = total + 1, rejected + isinstance(outcome, CommandError)
-                extra = {}
-                if isinstance(outcome, Receipt):
-                    extra = subject_of(sent[number])
-                    if sent[number].get("type") == "IngestSession":
-                        extra["queue_position"] = positions.of(outcome)
-                emit(number, outcome, as_json, extra)
-    finally:
-        positions.close()
+    positions, total, rejected = QueuePositions(app), 0, 0
+    for batch in batches(read_commands(source, only), BATCH_SIZE):
+        for number, command, outcome in send_batch_with(sender, batch):
+            total, rejected = total + 1, rejected + isinstance(outcome, CommandError)
+            emit(number, outcome, as_json, positions.extra(command, outcome))
     if not as_json:
         typer.echo(f"{total - rejected} accepted, {rejected} rejected", err=True)
     if rejected:
@@ -135,11 +134,46 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 # -- sending -------------------------------------------------------------------------
 
 
-def send_batch(bus: CommandBus, batch: Sequence[Item]) -> list[tuple[int, Outcome]]:
+def send_batch(sender: Sender, batch: Sequence[Item]) -> list[tuple[int, Outcome]]:
     """Send the well-formed commands of `batch` in one round trip; outcomes in input order."""
+    return [(number, outcome) for number, _, outcome in send_batch_with(sender.send_many, batch)]
+
+
+def send_batch_with(sender: Callable[[Sequence[Mapping[str, Any]]], list[Outcome]],
+                    batch: Sequence[Item]) -> list[tuple[int, dict[str, Any], Outcome]]:
+    """Each line's number, command object ({} when it is not one) and outcome, in input order."""
     commands = [value for _, value in batch if isinstance(value, dict)]
-    sent = iter(bus.send_many(commands) if commands else [])
-    return [(number, value if isinstance(value, CommandError) else next(sent)) for number, value in batch]
+    sent = iter(sender(commands) if commands else [])
+    return [(number, {}, value) if isinstance(value, CommandError) else (number, value, next(sent))
+            for number, value in batch]
+
+
+class QueuePositions:
+    """Where each ingested session stands in the processing queue (None when that cannot be told,
+    e.g. the read-model database is not migrated yet: the session is still in the ledger).
+
+    Sessions sent by one run count as queued in input order: one batch appends them in the
+    same millisecond on different partitions, where stream ids alone cannot order them.
+    """
+
+    def __init__(self, app: App):
+        self.app, self.last = app, -1
+
+    def of(self, receipt: Receipt) -> int | None:
+        found = self.app.queue_position(receipt)
+        if found is None:
+            return None
+        self.last = max(found, self.last + 1)
+        return self.last
+
+    def extra(self, command: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+        """What an outcome line adds: the id a store or ingest created, an ingest's queue position."""
+        if isinstance(outcome, CommandError):
+            return {}
+        extra = subject_of(command)
+        if command.get("type") == "IngestSession":
+            extra["queue_position"] = self.of(outcome)
+        return extra
 
 
 # -- output --------------------------------------------------------------------------
@@ -147,7 +181,7 @@ def send_batch(bus: CommandBus, batch: Sequence[Item]) -> list[tuple[int, Outcom
 
 def outcome_json(number: int, outcome: Outcome) -> dict[str, Any]:
     """The `--json` form of one command's outcome."""
-    if isinstance(outcome, Receipt):
+    if not isinstance(outcome, CommandError):
         return {"line": number, "ok": True, "partition": outcome.partition, "stream_id": outcome.stream_id,
                 "subject_version": outcome.subject_version, "event_ids": list(outcome.event_ids),
                 "duplicate": outcome.duplicate}
@@ -161,7 +195,7 @@ def outcome_json(number: int, outcome: Outcome) -> dict[str, Any]:
 
 def outcome_text(number: int, outcome: Outcome) -> str:
     """The human form of one command's outcome, on one line."""
-    if isinstance(outcome, Receipt):
+    if not isinstance(outcome, CommandError):
         dup = " (duplicate: the original receipt)" if outcome.duplicate else ""
         return (f"line {number}: ok p{outcome.partition} {outcome.stream_id} "
                 f"v{outcome.subject_version} events={','.join(outcome.event_ids)}{dup}")
@@ -174,37 +208,3 @@ def emit(number: int, outcome: Outcome, as_json: bool, extra: dict[str, Any] | N
         print_json({**outcome_json(number, outcome), **extra})
     else:
         typer.echo(outcome_text(number, outcome) + "".join(f" {k}={v}" for k, v in extra.items()))
-
-
-class QueuePositions:
-    """Where an ingested session stands in the processing queue (None when that cannot be told,
-    e.g. the read-model database is not migrated yet: the session is still in the ledger).
-
-    Sessions sent by one run count as queued in input order: one batch appends them in the
-    same millisecond on different partitions, where stream ids alone cannot order them.
-    """
-
-    def __init__(self, bus: CommandBus):
-        self.bus, self.broken = bus, False
-        self.queue: Any = None
-        self.conn: psycopg.Connection[Any] | None = None
-        self.last = -1
-
-    def of(self, receipt: Receipt) -> int | None:
-        if self.broken:
-            return None
-        try:
-            if self.queue is None:
-                from workers.ingest import SessionQueue
-
-                self.conn = connect(database_url(settings()), settings().db_schema, autocommit=True)
-                self.queue = SessionQueue(self.bus, self.conn)
-            self.last = max(int(self.queue.position(receipt)), self.last + 1)
-            return self.last
-        except (psycopg.Error, LedgerError):
-            self.broken = True
-            return None
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()

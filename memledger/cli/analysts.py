@@ -1,20 +1,131 @@
-"""Analysts' commands: query memories, memory show (with history or as of a time)."""
+"""Analysts' commands over PostgreSQL: query memories, query hierarchy, memory show, stats."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from projections import MemoryQuery, NotFound, open_memory_store
-from projections.redis import open_cached_store
+from .common import AgentOpt, JsonOpt, OrgOpt, SinceOpt, UntilOpt, console, group, open_app, print_json, utc
 
-from .common import console, print_json, settings
+if TYPE_CHECKING:
+    from projections import MemoryQuery
+    from projections.hierarchy import Level
+    from projections.history import HistoryEntry
 
-query_app = typer.Typer(no_args_is_help=True, help="Query the read models.")
-memory_app = typer.Typer(no_args_is_help=True, help="One memory.")
+query_app = group("Query the read models.")
+memory_app = group("One memory.")
+
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="Repeat for several tags.")]
+AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="As it stood at this time (from history).")]
+LEVELS: tuple[Level, ...] = ("raw", "summary", "discrete")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(query_app, name="query")
+    app.add_typer(memory_app, name="memory")
+    app.command("stats")(stats)
+
+
+@query_app.command("memories")
+def query_memories(
+    org: OrgOpt, agent: AgentOpt = None, tag: TagOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+    all_tags: Annotated[bool, typer.Option("--all-tags", help="Require every --tag (default: any).")] = False,
+    any_tag: Annotated[bool, typer.Option("--any-tag", help="Match any --tag (the default).")] = False,
+    min_importance: Annotated[float | None, typer.Option("--min-importance", min=0.0, max=1.0)] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Full-text search on content.")] = None,
+    order: Annotated[str, typer.Option("--order", help="recent | importance")] = "recent",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 20,
+    as_of: Annotated[datetime | None, typer.Option("--as-of", help="What --agent knew at this time.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Memories of an org, filtered and ordered; repeated queries are answered by the Redis cache."""
+    query = memory_query(org, agent, tag or [], all_tags, any_tag, min_importance, since, until, text, order, limit)
+    with open_app() as app:
+        if as_of is not None:
+            rows, cache = app.as_of(org, agent, as_of, query), "BYPASS"
+        else:
+            result = app.query(query)
+            rows, cache = result.rows, result.cache
+    if as_json:
+        print_json({"cache": cache, "rows": rows})
+    else:
+        console.print(memories_table(rows, f"{len(rows)} memories of {org} (cache: {cache})"))
+
+
+def memory_query(org: str, agent: str | None, tags: list[str], all_tags: bool, any_tag: bool,
+                 min_importance: float | None, since: datetime | None, until: datetime | None, text: str | None,
+                 order: str, limit: int) -> MemoryQuery:
+    """The `MemoryQuery` the options describe, or a usage error naming the option."""
+    from projections import MemoryQuery
+
+    if all_tags and any_tag:
+        raise typer.BadParameter("give --any-tag or --all-tags, not both")
+    if order not in ("recent", "importance"):
+        raise typer.BadParameter("--order is recent or importance")
+    return MemoryQuery(org, agent, tuple(t.lower() for t in tags), "all" if all_tags else "any", min_importance,
+                       since, until, text, order=order, limit=limit)  # type: ignore[arg-type]
+
+
+@query_app.command("hierarchy")
+def query_hierarchy(
+    org: OrgOpt, agent: AgentOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+    session: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    level: Annotated[list[str] | None, typer.Option(
+        "--level", help="raw | summary | discrete (repeatable; default all).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """The memory hierarchy: sessions (raw), their summaries, the discrete memories under them."""
+    from projections.hierarchy import HierarchyQuery
+
+    query = HierarchyQuery(org, levels(level or []), session, agent, utc(since), utc(until), limit)
+    with open_app() as app:
+        rows = app.hierarchy(query)
+    if as_json:
+        print_json({"rows": rows})
+    else:
+        console.print(hierarchy_table(rows, f"{len(rows)} nodes of {org}"))
+
+
+def levels(given: list[str]) -> tuple[Level, ...]:
+    unknown = [x for x in given if x not in LEVELS]
+    if unknown:
+        raise typer.BadParameter(f"--level is one of {', '.join(LEVELS)}, not {', '.join(unknown)}")
+    return tuple(x for x in LEVELS if x in given) or LEVELS
+
+
+@memory_app.command("show")
+def memory_show(
+    memory_id: str, org: OrgOpt, agent: AgentOpt = None, as_of: AsOfOpt = None, as_json: JsonOpt = False,
+    history: Annotated[bool, typer.Option("--history", help="Also list every event of the memory.")] = False,
+) -> None:
+    """One memory's current state (or, with --as-of, as it stood then) and, with --history, its events."""
+    with open_app() as app:
+        view = app.memory(org, memory_id, agent, history, as_of)
+    if as_json:
+        print_json(view.as_json())
+        return
+    if view.memory is not None:
+        console.print(memories_table([view.memory]))
+    if history:
+        console.print(history_table(view.history))
+
+
+def stats(org: OrgOpt, as_json: JsonOpt = False) -> None:
+    """Per agent of an org: live memories, stored, updated, forgotten, expired, recalls, sessions."""
+    with open_app() as app:
+        rows = app.stats(org)
+    if as_json:
+        print_json(rows)
+    else:
+        console.print(stats_table({org: rows}))
+
+
+# -- rendering -------------------------------------------------------------------------------
 
 
 def memories_table(rows: list[dict[str, Any]], title: str = "") -> Table:
@@ -29,81 +140,37 @@ def memories_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     return table
 
 
-@query_app.command("memories")
-def query_memories(
-    org: str = typer.Option(..., "--org", help="Organisation (every query is scoped to one)."),
-    agent: str | None = typer.Option(None, "--agent"),
-    tag: list[str] = typer.Option([], "--tag", help="Repeat for several tags."),
-    all_tags: bool = typer.Option(False, "--all-tags", help="Require every --tag (default: any of them)."),
-    any_tag: bool = typer.Option(False, "--any-tag", help="Match any --tag (the default)."),
-    min_importance: float | None = typer.Option(None, "--min-importance", min=0.0, max=1.0),
-    since: datetime | None = typer.Option(None, "--since"),
-    until: datetime | None = typer.Option(None, "--until"),
-    text: str | None = typer.Option(None, "--text", help="Full-text search on content."),
-    order: str = typer.Option("recent", "--order", help="recent | importance"),
-    limit: int = typer.Option(20, "--limit", min=1, max=1000),
-    as_of: datetime | None = typer.Option(None, "--as-of", help="What --agent knew at this time (from history)."),
-    json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Memories of an org, filtered and ordered."""
-    if all_tags and any_tag:
-        raise typer.BadParameter("give --any-tag or --all-tags, not both")
-    if order not in ("recent", "importance"):
-        raise typer.BadParameter("--order is recent or importance")
-    q = MemoryQuery(org, agent, tuple(t.lower() for t in tag), "all" if all_tags else "any", min_importance,
-                    since, until, text, order=order, limit=limit)  # type: ignore[arg-type]
-    if as_of is not None and agent is None:
-        raise typer.BadParameter("--as-of needs --agent")
-    store = open_cached_store(settings())  # repeated queries are served from the Redis cache
-    try:
-        if as_of is not None and agent is not None:
-            rows, cache = store.as_of(org, agent, as_of, q), "BYPASS"
-        else:
-            result = store.query(q)
-            rows, cache = result.rows, result.cache
-    finally:
-        store.close()
-    if json:
-        print_json({"cache": cache, "rows": rows})
-    else:
-        console.print(memories_table(rows, f"{len(rows)} memories of {org} (cache: {cache})"))
+def history_table(entries: Sequence[HistoryEntry], width: int = 80, title: str = "") -> Table:
+    table = Table("position", "version", "time", "type", "change", title=title)
+    for h in entries:
+        e = h.event
+        table.add_row(f"{h.partition}/{h.stream_id}", str(e.subject_version), f"{e.occurred_at:%Y-%m-%d %H:%M:%S}",
+                      e.type, str(e.data.model_dump(exclude_defaults=True))[:width])
+    return table
 
 
-@memory_app.command("show")
-def memory_show(
-    memory_id: str,
-    org: str = typer.Option(..., "--org"),
-    agent: str | None = typer.Option(None, "--agent"),
-    history: bool = typer.Option(False, "--history", help="Also list every event of the memory."),
-    json: bool = typer.Option(False, "--json"),
-) -> None:
-    """One memory's current state (and its history)."""
-    store = open_memory_store(settings())
-    try:
-        events = store.history(org, memory_id) if history else []
-        try:
-            row: dict[str, Any] | None = store.get(org, memory_id, agent)
-        except NotFound:
-            if not events:
-                raise
-            row = None  # forgotten or expired: the history still tells its story
-    finally:
-        store.close()
-    if json:
-        print_json({"memory": row, "history": [
-            {"partition": h.partition, "stream_id": h.stream_id, **h.event.model_dump(mode="json")} for h in events]})
-        return
-    if row is not None:
-        console.print(memories_table([row]))
-    if history:
-        table = Table("position", "version", "time", "type", "change")
-        for h in events:
-            e = h.event
-            table.add_row(f"{h.partition}/{h.stream_id}", str(e.subject_version), f"{e.occurred_at:%Y-%m-%d %H:%M:%S}",
-                          e.type, str(e.data.model_dump(exclude_defaults=True))[:80])
-        console.print(table)
+def stats_table(by_org: dict[str, list[dict[str, Any]]]) -> Table:
+    table = Table("org", "agent", "live memories", "stored", "updated", "forgotten", "expired", "recalls", "sessions",
+                  title="Memories per agent")
+    for org, rows in by_org.items():
+        for r in rows:
+            table.add_row(org, r["agent_id"], *(str(r[k]) for k in ("live_memories", "stored", "updated", "forgotten",
+                                                                      "expired", "recalls", "sessions")))
+    return table
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(query_app, name="query")
-    app.add_typer(memory_app, name="memory")
+def hierarchy_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table("level", "id", "parent", "session", "type", "time", "content", title=title)
+    for r in rows:
+        table.add_row(r["level"], r["node_id"], r["parent_id"] or "", r["session_id"] or "", r["memory_type"],
+                      f"{r['at']:%Y-%m-%d %H:%M:%S}", _content(r))
+    return table
+
+
+def _content(row: dict[str, Any], width: int = 120) -> str:
+    if row["level"] != "raw":
+        text = str(row["content"])
+        return text if len(text) <= width else text[: width - 1] + "…"
+    if row["transcript"] is None:
+        return f"[transcript purged] {row['status']}"
+    return f"{len(row['transcript'])} messages, {row['status']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -9,11 +10,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from typing import Annotated
+
+import orjson
 import typer
+from rich.table import Table
 
 from memledger.bench import render_table, run_benchmark, write_json
 
 from .common import console, settings
+
+
+#: `--json` prints JSON on every read command; here the figures go to a file, so the flag is
+#: `--json-file FILE` (the old `--json FILE` still works, hidden).
+JsonFileOpt = Annotated[Path | None, typer.Option("--json-file", metavar="FILE",
+                                                  help="Also write the figures as JSON.")]
+OldJsonFileOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", hidden=True)]
 
 
 def register(app: typer.Typer) -> None:
@@ -26,40 +38,40 @@ def bench_scaling(
     large: bool = typer.Option(False, "--large", help="Add the 300k and 1M-event sizes (several minutes more)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Rebuild worker processes."),
     chart_file: Path | None = typer.Option(None, "--chart", metavar="PNG", help="Write the chart here."),
-    json_file: Path | None = typer.Option(None, "--json", metavar="FILE", help="Also write the figures as JSON."),
+    json_file: JsonFileOpt = None,
+    old_json_file: OldJsonFileOpt = None,
 ) -> None:
     """Rebuild time and throughput against history size (10k, 100k; 300k and 1M with --large)."""
-    import os
-
-    from rich.table import Table
-
     from memledger.bench.scaling import LARGE_SIZES, SIZES, as_json, chart, run_scaling
 
-    sizes = LARGE_SIZES if large else SIZES
     with sigterm_interrupts(), console.status("rebuilding") as status:
-        figures = run_scaling(settings(), sizes, workers, lambda n: status.update(f"rebuilding {n:,} events"))
+        figures = run_scaling(settings(), LARGE_SIZES if large else SIZES, workers,
+                              lambda n: status.update(f"rebuilding {n:,} events"))
+    console.print(scaling_table(as_json(figures), workers))
+    if chart_file is not None:
+        chart(figures, chart_file, f"memory-ledger rebuild scaling ({os.cpu_count()} cores)")
+        console.print(f"chart written to {chart_file}")
+    if (path := json_file or old_json_file) is not None:
+        path.write_bytes(orjson.dumps(as_json(figures), option=orjson.OPT_INDENT_2))
+
+
+def scaling_table(rows: list[dict[str, float]], workers: int) -> Table:
     table = Table("events", "raw COPY ev/s", "rebuild s", "rebuild ev/s", "µs/event", "vs COPY", "Python CPU s",
                   "PostgreSQL CPU s", "CPU ceiling ev/s",
                   title=f"rebuild of memories, {workers} worker(s), load {os.getloadavg()[0]:.2f}")
-    for row in as_json(figures):
+    for row in rows:
         table.add_row(f"{row['events']:,.0f}", f"{row['copy_rate']:,.0f}", f"{row['rebuild_s']:.1f}",
                       f"{row['rebuild_rate']:,.0f}", f"{row['us_per_event']:.1f}",
                       f"{row['rebuild_rate'] / row['copy_rate']:.2f}x", f"{row['python_cpu_s']:.1f}",
                       f"{row['postgres_cpu_s']:.1f}", f"{row['cpu_ceiling']:,.0f}")
-    console.print(table)
-    if chart_file is not None:
-        chart(figures, chart_file, f"memory-ledger rebuild scaling ({os.cpu_count()} cores)")
-        console.print(f"chart written to {chart_file}")
-    if json_file is not None:
-        import orjson
-
-        json_file.write_bytes(orjson.dumps(as_json(figures), option=orjson.OPT_INDENT_2))
+    return table
 
 
 def bench(
     events: int = typer.Option(20_000, "--events", min=1, help="Commands in the data set."),
     repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; plus one warm-up)."),
-    json_file: Path | None = typer.Option(None, "--json", metavar="FILE", help="Also write the figures as JSON."),
+    json_file: JsonFileOpt = None,
+    old_json_file: OldJsonFileOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed of the generated data set."),
     query_rows: int | None = typer.Option(None, "--query-rows", min=1,
                                           help="Memories in the table the query latency is measured on "
@@ -77,9 +89,9 @@ def bench(
     console.print(render_table(report))
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
-    if json_file is not None:
-        write_json(report, json_file)
-        console.print(f"figures written to {json_file}")
+    if (path := json_file or old_json_file) is not None:
+        write_json(report, path)
+        console.print(f"figures written to {path}")
 
 
 @contextmanager

@@ -3,117 +3,115 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import Progress
-from rich.table import Table
 
-from commands import open_bus
-from ledger import Settings, open_log
-from ledger.connections import connect_redis
 from ledger.errors import CommandError, DurabilityError
-from ledger.log import Receipt
-from memledger.demo import demo_commands
-from projections import PROJECTIONS, MemoryQuery, MemoryStore, open_memory_store, run_projection
-from projections.postgres import migrate as migrations
-from projections.redis import Analytics, Trending, open_cached_store
+from memledger.app import App
+from memledger.demo import ORGS, demo_commands
+from projections.registry import PROJECTIONS
 
-from .analysts import memories_table
+from .analysts import history_table, memories_table, stats_table
 from .common import console, settings
-from .redis_models import analytics_table, memory_contents, trending_tables
+from .redis_models import analytics_table, trending_tables
 
+if TYPE_CHECKING:
+    from commands import Command
+    from ledger.log import Outcome
+    from projections import MemoryQuery
 
 DEMO_WINDOW_HOURS = 30 * 24  # the trending window: the demo's events are stamped when first sent
-
-
-def _demo_settings() -> Settings:
-    try:
-        open_log(settings())
-        return settings()
-    except DurabilityError as e:
-        console.print(f"[yellow]demo: {e}.\nThe demo continues with MEMLEDGER_ALLOW_VOLATILE=1: its data may be lost "
-                      "on a Redis restart.[/yellow]")
-        return settings().model_copy(update={"allow_volatile": True})
-
-
-def _send(s: Settings) -> None:
-    commands = list(demo_commands())
-    bus = open_bus(s)
-    counts = {"appended": 0, "duplicate": 0, "rejected": 0}
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("sending commands", total=len(commands))
-        for i in range(0, len(commands), 200):
-            for outcome in bus.send_many(commands[i:i + 200]):
-                kind = "rejected" if isinstance(outcome, CommandError) else (
-                    "duplicate" if isinstance(outcome, Receipt) and outcome.duplicate else "appended")
-                counts[kind] += 1
-            progress.advance(task, len(commands[i:i + 200]))
-    console.print(f"sent {len(commands)} commands: {counts['appended']} appended, "
-                  f"{counts['duplicate']} already in the ledger (idempotent re-run), {counts['rejected']} rejected")
-
-
-def _project(s: Settings) -> None:
-    for name in PROJECTIONS:
-        with console.status(f"projecting {name}"):
-            stats = run_projection(s, name, until_caught_up=True)
-        console.print(f"projection {name}: applied {stats.applied} new events")
-
-
-def _show(s: Settings) -> None:
-    store = open_memory_store(s)
-    stats = Table("org", "agent", "live memories", "stored", "updated", "forgotten", "recalls", "sessions",
-                  title="Memories per agent")
-    for org in ("acme", "globex", "initech"):
-        for r in store.agent_stats(org):
-            stats.add_row(org, r["agent_id"], str(r["live_memories"]), str(r["stored"]), str(r["updated"]),
-                          str(r["forgotten"]), str(r["recalls"]), str(r["sessions"]))
-    console.print(stats)
-    q = MemoryQuery("acme", tags=("billing", "pricing"), min_importance=0.5, order="importance", limit=8)
-    console.print(memories_table(store.query(q).rows, "acme: billing or pricing, importance >= 0.5"))
-    _show_cache(s, q)
-    reviewed = store.query(MemoryQuery("acme", agent_id="support-bot", tags=("reviewed",), limit=1)).rows
-    if reviewed:
-        memory_id = reviewed[0]["memory_id"]
-        history = Table("version", "type", "change", title=f"History of {memory_id}")
-        for h in store.history("acme", memory_id):
-            history.add_row(str(h.event.subject_version), h.event.type,
-                            str(h.event.data.model_dump(exclude_defaults=True))[:70])
-        console.print(history)
-    _show_redis_models(s, store)
-    store.close()
-
-
-def _show_cache(s: Settings, q: MemoryQuery) -> None:
-    """The same query twice through the Redis query cache: the second is a HIT."""
-    store = open_cached_store(s)
-    for attempt in ("once", "again"):
-        started = time.perf_counter()
-        result = store.query(q)
-        console.print(f"query cache, {attempt}: cache: {result.cache}, {len(result.rows)} rows in "
-                      f"{(time.perf_counter() - started) * 1000:.2f} ms")
-    store.close()
-
-
-def _show_redis_models(s: Settings, store: MemoryStore) -> None:
-    client = connect_redis(s)
-    report = Trending(client, s.namespace, s.partitions).top("acme", hours=DEMO_WINDOW_HOURS, top=5)
-    for table in trending_tables(report, memory_contents(store, report)):
-        console.print(table)
-    today = datetime.now(timezone.utc).date()
-    console.print(analytics_table(Analytics(client, s.namespace, s.partitions).report("acme", today - timedelta(days=6), today)))
-    client.close()
-
-
-def demo() -> None:
-    """Send a realistic stream of commands, project it, and show what an analyst sees."""
-    s = _demo_settings()
-    console.print(f"namespace {s.namespace!r}; servers: {'configured' if s.redis_url else 'embedded under ' + str(s.home)}")
-    migrations.upgrade(s)
-    _send(s)
-    _project(s)
-    _show(s)
+SEND_BATCH = 200
 
 
 def register(app: typer.Typer) -> None:
     app.command()(demo)
+
+
+def demo() -> None:
+    """Send a realistic stream of commands, project it, and show what an analyst sees.
+
+    On the embedded servers unless MEMLEDGER_REDIS_URL / MEMLEDGER_DATABASE_URL are set; they
+    keep running afterwards (`memledger servers status`, `memledger servers stop`).
+    """
+    with demo_app() as app:
+        s = app.settings
+        console.print(f"namespace {s.namespace!r}; servers: "
+                      f"{'configured' if s.redis_url else 'embedded under ' + str(s.home)}")
+        app.migrate()
+        send(app, list(demo_commands()))
+        for name in PROJECTIONS:
+            with console.status(f"projecting {name}"):
+                stats = app.run_projector(name, until_caught_up=True)
+            console.print(f"projection {name}: applied {stats.applied} new events")
+        show(app)
+
+
+def demo_app() -> App:
+    """The App, on a volatile Redis too: the demo says so and continues (its data may be lost)."""
+    app = App.open(settings())
+    try:
+        app.check_ledger()
+        return app
+    except DurabilityError as e:
+        app.close()
+        console.print(f"[yellow]demo: {e}.\nThe demo continues with MEMLEDGER_ALLOW_VOLATILE=1: its data may be "
+                      "lost on a Redis restart.[/yellow]")
+        return App.open(settings().model_copy(update={"allow_volatile": True}))
+
+
+def send(app: App, commands: Sequence[Command]) -> None:
+    counts = {"appended": 0, "duplicate": 0, "rejected": 0}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("sending commands", total=len(commands))
+        for i in range(0, len(commands), SEND_BATCH):
+            for outcome in app.send_many(commands[i:i + SEND_BATCH]):
+                counts[kind(outcome)] += 1
+            progress.advance(task, len(commands[i:i + SEND_BATCH]))
+    console.print(f"sent {len(commands)} commands: {counts['appended']} appended, "
+                  f"{counts['duplicate']} already in the ledger (idempotent re-run), {counts['rejected']} rejected")
+
+
+def kind(outcome: Outcome) -> str:
+    if isinstance(outcome, CommandError):
+        return "rejected"
+    return "duplicate" if outcome.duplicate else "appended"
+
+
+def show(app: App) -> None:
+    from projections import MemoryQuery
+
+    console.print(stats_table({org: app.stats(org) for org in ORGS}))
+    query = MemoryQuery("acme", tags=("billing", "pricing"), min_importance=0.5, order="importance", limit=8)
+    console.print(memories_table(show_cache(app, query), "acme: billing or pricing, importance >= 0.5"))
+    reviewed = app.query(MemoryQuery("acme", agent_id="support-bot", tags=("reviewed",), limit=1)).rows
+    if reviewed:
+        memory_id = reviewed[0]["memory_id"]
+        console.print(history_table(app.history("acme", memory_id), width=70, title=f"History of {memory_id}"))
+    show_redis_models(app)
+
+
+def show_cache(app: App, query: MemoryQuery) -> list[dict[str, Any]]:
+    """The same query twice through the Redis query cache (the second is a HIT); its rows."""
+    rows: list[dict[str, Any]] = []
+    for attempt in ("once", "again"):
+        started = time.perf_counter()
+        result = app.query(query)
+        console.print(f"query cache, {attempt}: cache: {result.cache}, {len(result.rows)} rows in "
+                      f"{(time.perf_counter() - started) * 1000:.2f} ms")
+        rows = result.rows
+    return rows
+
+
+def show_redis_models(app: App) -> None:
+    report = app.trending("acme", hours=DEMO_WINDOW_HOURS, top=5)
+    contents = app.memory_contents("acme", ((m.agent_id, m.memory_id) for m in report.memories))
+    for table in trending_tables(report, contents):
+        console.print(table)
+    today = datetime.now(timezone.utc).date()
+    console.print(analytics_table(app.analytics("acme", today - timedelta(days=6), today)))
+

@@ -13,19 +13,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
-from ledger import open_log
-from projections import PROJECTIONS, open_projection, run_projection
-from projections.postgres import migrate as migrations
-from projections.status import PartitionLag, partition_lag
+from ledger.errors import ConfigurationError, StoreUnavailable
+from projections.registry import PROJECTIONS
 
-from .common import console, print_json, settings
+from .common import JsonOpt, console, group, open_app, print_json, settings
+
+if TYPE_CHECKING:
+    from memledger.views import Health
+    from projections.status import PartitionLag
 
 #: Signals on which `up` stops its projectors and exits 0: Ctrl-C, `kill` or a service manager, a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -38,31 +41,34 @@ PARENT_POLL_S = 0.5
 
 def migrate() -> None:
     """Apply the Alembic revisions in migrations/ to the configured database."""
-    migrations.upgrade(settings())
+    with open_app() as app:
+        app.migrate()
     console.print(f"migrated schema {settings().db_schema!r} to head")
 
 
-projector_app = typer.Typer(no_args_is_help=True, help="Run projectors.")
+projector_app = group("Run projectors.")
+ProjectionsHelp = f"One of: {', '.join(PROJECTIONS)}."
 
 
 @projector_app.command("run")
 def projector_run(
-    projection: str = typer.Option("memories", "--projection", "-p", help=f"One of: {', '.join(PROJECTIONS)}."),
-    until_caught_up: bool = typer.Option(False, "--until-caught-up",
-                                         help="Stop once the heads seen at start are applied."),
-    parent_pid: int = typer.Option(0, "--parent-pid", hidden=True,
-                                   help="Stop once process PARENT_PID is no longer the parent (set by `up`)."),
+    projection: Annotated[str, typer.Option("--projection", "-p", help=ProjectionsHelp)] = "memories",
+    until_caught_up: Annotated[bool, typer.Option(
+        "--until-caught-up", help="Stop once the heads seen at start are applied.")] = False,
+    parent_pid: Annotated[int, typer.Option("--parent-pid", hidden=True,
+                                            help="Stop once PARENT_PID is no longer the parent (set by `up`).")] = 0,
 ) -> None:
     """Run one projection in the foreground (Ctrl-C stops it cleanly)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if parent_pid:
         stop_when_orphaned(parent_pid, stop)
-    try:
-        stats = run_projection(settings(), projection, until_caught_up, stop)
-    except KeyboardInterrupt:
-        stop.set()
-        return
+    with open_app() as app:
+        try:
+            stats = app.run_projector(projection, until_caught_up, stop)
+        except KeyboardInterrupt:
+            stop.set()
+            return
     console.print(f"{projection}: applied {stats.applied} events, dead-lettered {stats.dead_lettered}")
 
 
@@ -86,18 +92,6 @@ def stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-@contextmanager
-def lag_source() -> Iterator[Callable[[], list[PartitionLag]]]:
-    """A function returning every projection's lag, on connections opened once (`up` polls it)."""
-    log = open_log(settings())
-    projections = [open_projection(name, settings()) for name in PROJECTIONS]
-    try:
-        yield lambda: [lag for projection in projections for lag in partition_lag(log, projection)]
-    finally:
-        for projection in projections:
-            projection.close()
-
-
 def lag_table(rows: list[PartitionLag]) -> Table:
     table = Table("projection", "partition", "checkpoint", "head", "behind", "behind ms")
     for x in rows:
@@ -105,19 +99,42 @@ def lag_table(rows: list[PartitionLag]) -> Table:
     return table
 
 
-def lag(json: bool = typer.Option(False, "--json")) -> None:
-    """Show each projection's checkpoint, the partition head and the lag."""
-    with lag_source() as rows_now:
-        rows = rows_now()
-    if json:
+def lag(as_json: JsonOpt = False) -> None:
+    """Per projection and partition: the checkpoint, the partition's head, events and milliseconds behind."""
+    with open_app() as app:
+        rows = app.lag()
+    if as_json:
         print_json([vars(x) for x in rows])
     else:
         console.print(lag_table(rows))
 
 
+def health(as_json: JsonOpt = False) -> None:
+    """Whether Redis and PostgreSQL answer (round-trip latency, version) and the namespace is migrated.
+
+    Exits 0 when all is well, 4 when a server does not answer, 3 when the namespace was never migrated.
+    """
+    with open_app() as app:
+        found = app.health()
+    if as_json:
+        print_json(found.as_json())
+    else:
+        print_health(found)
+    if not found.ok:
+        raise typer.Exit(ConfigurationError.exit_code if found.migrated is False else StoreUnavailable.exit_code)
+
+
+def print_health(found: Health) -> None:
+    for probe in (found.redis, found.postgresql):
+        mark = f"[green]ok[/] {probe.latency_ms:.2f} ms" if probe.ok else "[red]unreachable[/]"
+        console.print(f"{probe.name:<11} {mark}  {probe.detail}", highlight=False)
+    migrated = {True: "[green]yes[/]", False: "[red]no[/]: run `memledger migrate`", None: "unknown"}[found.migrated]
+    console.print(f"{'migrated':<11} {migrated}", highlight=False)
+
+
 def up(
-    projection: list[str] = typer.Option(list(PROJECTIONS), "--projection", "-p",
-                                         help="Projections to run (default: all)."),
+    projection: Annotated[list[str] | None, typer.Option(
+        "--projection", "-p", help="Projections to run (repeatable; default: all).")] = None,
 ) -> None:
     """Migrate, then run the projectors (one process each) with a live lag table until asked to stop.
 
@@ -128,8 +145,9 @@ def up(
     """
     with _stop_signals_interrupt():
         try:
-            migrations.upgrade(settings())
-            with supervised(projection) as children:
+            with open_app() as app:
+                app.migrate()
+            with supervised(projection or list(PROJECTIONS)) as children:
                 failed = _show_lag_while_all_run(children)
         except KeyboardInterrupt:
             return
@@ -175,10 +193,10 @@ def stop_children(children: list[subprocess.Popen[bytes]], grace_s: float = STOP
 
 def _show_lag_while_all_run(children: dict[str, subprocess.Popen[bytes]]) -> list[str]:
     """Refresh the lag table every second until a projector exits; describe those that failed."""
-    with lag_source() as rows_now, Live(lag_table(rows_now()), console=console, refresh_per_second=2) as live:
+    with open_app() as app, Live(lag_table(app.lag()), console=console, refresh_per_second=2) as live:
         while all(c.poll() is None for c in children.values()):
             time.sleep(1)
-            live.update(lag_table(rows_now()))
+            live.update(lag_table(app.lag()))
     return [f"{name} (exit code {c.returncode})" for name, c in children.items() if c.returncode not in (None, 0)]
 
 
@@ -212,4 +230,5 @@ def register(app: typer.Typer) -> None:
     app.command()(migrate)
     app.command()(up)
     app.command()(lag)
+    app.command()(health)
     app.add_typer(projector_app, name="projector")

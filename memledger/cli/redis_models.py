@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ledger.connections import connect_redis
-from ledger.errors import LedgerError
-from projections import MemoryStore, NotFound, open_memory_store
-from projections.redis import ActivityFeed, Analytics, AnalyticsReport, Trending, TrendingReport, watch as watch_org
+from ledger.errors import InvalidQuery
 
-from .common import console, print_json, settings
+from .common import JsonOpt, OrgOpt, console, open_app, print_json, utc
+
+if TYPE_CHECKING:
+    from memledger.app import App
+    from projections.redis import AnalyticsReport, TrendingReport
 
 WINDOW = re.compile(r"^(\d+)([hd])$")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(trending)
+    app.command()(analytics)
+    app.command()(feed)
+    app.command()(watch)
 
 
 def parse_window(value: str) -> int:
@@ -40,15 +49,29 @@ def parse_day(value: str | None, option: str, default: date) -> date:
 # -- trending ------------------------------------------------------------------------------
 
 
-def memory_contents(store: MemoryStore, report: TrendingReport) -> dict[tuple[str, str], str]:
-    """The ranked memories' content, from the PostgreSQL read model."""
-    found: dict[tuple[str, str], str] = {}
-    for m in report.memories:
+def trending(
+    org: OrgOpt, as_json: JsonOpt = False,
+    window: Annotated[str, typer.Option("--window", help="Hours or days back, e.g. 24h or 7d.")] = "24h",
+    top: Annotated[int, typer.Option("--top", min=1, max=1000)] = 10,
+    until: Annotated[datetime | None, typer.Option("--until", help="End of the window (default: now).")] = None,
+) -> None:
+    """Trending tags and most-recalled memories of an org over a time window."""
+    hours = parse_window(window)
+    with open_app() as app:
         try:
-            found[(m.agent_id, m.memory_id)] = store.get(report.org_id, m.memory_id, m.agent_id)["content"]
-        except NotFound:
-            pass  # forgotten since: the ranking is eventually consistent with the memories table
-    return found
+            report = app.trending(org, hours, top, utc(until))
+        except InvalidQuery as e:
+            raise typer.BadParameter(str(e), param_hint="--window") from None
+        if as_json:
+            print_json(report.as_json())
+            return
+        print_trending(app, report)
+
+
+def print_trending(app: App, report: TrendingReport) -> None:
+    contents = app.memory_contents(report.org_id, ((m.agent_id, m.memory_id) for m in report.memories))
+    for table in trending_tables(report, contents):
+        console.print(table)
 
 
 def _span(report: TrendingReport) -> str:
@@ -68,36 +91,35 @@ def trending_tables(report: TrendingReport, contents: dict[tuple[str, str], str]
     return tags, memories
 
 
-def trending(
-    org: str = typer.Option(..., "--org", help="Organisation."),
-    window: str = typer.Option("24h", "--window", help="Hours or days back, e.g. 24h or 7d."),
-    top: int = typer.Option(10, "--top", min=1, max=1000),
-    until: datetime | None = typer.Option(None, "--until", help="End of the window (default: now)."),
-    json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Trending tags and most-recalled memories of an org over a time window."""
-    end = until.replace(tzinfo=until.tzinfo or timezone.utc) if until else None
-    s, hours = settings(), parse_window(window)
-    try:
-        with connect_redis(s) as client:
-            report = Trending(client, s.namespace, s.partitions).top(org, hours, top, end)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--window") from None
-    if json:
-        print_json(report.as_json())
-        return
-    try:
-        store = open_memory_store(s)
-    except LedgerError:
-        contents = {}  # the ranking still shows, by id
-    else:
-        contents = memory_contents(store, report)
-        store.close()
-    for table in trending_tables(report, contents):
-        console.print(table)
-
-
 # -- analytics -----------------------------------------------------------------------------
+
+
+def analytics(
+    org: OrgOpt, as_json: JsonOpt = False,
+    since: Annotated[str | None, typer.Option("--since", metavar="YYYY-MM-DD",
+                                              help="First day (default: 6 days before --until).")] = None,
+    until: Annotated[str | None, typer.Option("--until", metavar="YYYY-MM-DD",
+                                              help="Last day (default: today, UTC).")] = None,
+    first: Annotated[str | None, typer.Option("--from", hidden=True, help="Old name of --since.")] = None,
+    last: Annotated[str | None, typer.Option("--to", hidden=True, help="Old name of --until.")] = None,
+) -> None:
+    """Events per type, unique agents and unique users of an org, per day and over the range."""
+    end, start = day_range(since or first, until or last)
+    with open_app() as app:
+        try:
+            report = app.analytics(org, start, end)
+        except InvalidQuery as e:
+            raise typer.BadParameter(str(e), param_hint="--since") from None
+    if as_json:
+        print_json(report.as_json())
+    else:
+        console.print(analytics_table(report))
+
+
+def day_range(since: str | None, until: str | None) -> tuple[date, date]:
+    """(last day, first day) of `analytics`: the week up to today by default."""
+    end = parse_day(until, "--until", datetime.now(timezone.utc).date())
+    return end, parse_day(since, "--since", end - timedelta(days=6))
 
 
 def analytics_table(report: AnalyticsReport) -> Table:
@@ -111,28 +133,20 @@ def analytics_table(report: AnalyticsReport) -> Table:
     return table
 
 
-def analytics(
-    org: str = typer.Option(..., "--org", help="Organisation."),
-    first: str | None = typer.Option(None, "--from", help="First day, YYYY-MM-DD (default: 6 days before --to)."),
-    last: str | None = typer.Option(None, "--to", help="Last day, YYYY-MM-DD (default: today, UTC)."),
-    json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Events per type, unique agents and unique users of an org, per day and over the range."""
-    to = parse_day(last, "--to", datetime.now(timezone.utc).date())
-    since = parse_day(first, "--from", to - timedelta(days=6))
-    s = settings()
-    try:
-        with connect_redis(s) as client:
-            report = Analytics(client, s.namespace, s.partitions).report(org, since, to)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--from") from None
-    if json:
-        print_json(report.as_json())
-    else:
-        console.print(analytics_table(report))
-
-
 # -- feed and watch ------------------------------------------------------------------------
+
+
+def feed(
+    org: OrgOpt, agent: Annotated[str, typer.Option("--agent", help="Agent.")], as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
+) -> None:
+    """An agent's recent activity, newest first (the feed keeps the last MEMLEDGER_FEED_LENGTH)."""
+    with open_app() as app:
+        entries = app.feed(org, agent, limit)
+    if as_json:
+        print_json(entries)
+    else:
+        console.print(feed_table(org, agent, entries))
 
 
 def feed_table(org: str, agent: str, entries: list[dict[str, Any]]) -> Table:
@@ -142,54 +156,27 @@ def feed_table(org: str, agent: str, entries: list[dict[str, Any]]) -> Table:
     return table
 
 
-def feed(
-    org: str = typer.Option(..., "--org", help="Organisation."),
-    agent: str = typer.Option(..., "--agent", help="Agent."),
-    limit: int = typer.Option(20, "--limit", "-n", min=1, max=10_000),
-    json: bool = typer.Option(False, "--json"),
-) -> None:
-    """An agent's recent activity, newest first (the feed keeps the last MEMLEDGER_FEED_LENGTH)."""
-    s = settings()
-    with connect_redis(s) as client:
-        entries = ActivityFeed(client, s.namespace, s.partitions).recent(org, agent, limit)
-    if json:
-        print_json(entries)
-    else:
-        console.print(feed_table(org, agent, entries))
-
-
-def print_event(event: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(event)
-    else:
-        console.print(f"{event['at'][:19].replace('T', ' ')}  {event['type']:<22} "
-                      f"{event['agent']}/{event['subject']}  {event['summary']}", highlight=False, markup=False)
-
-
 def watch(
-    org: str = typer.Option(..., "--org", help="Organisation."),
-    count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many events."),
-    json: bool = typer.Option(False, "--json", help="One JSON object per event."),
+    org: OrgOpt, as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
+    count: Annotated[int | None, typer.Option("--count", min=1, help="Stop after this many events.")] = None,
 ) -> None:
     """Show an org's events live, as the activity projector applies them (Ctrl-C stops)."""
-    s = settings()
-    stop = threading.Event()
-    seen = 0
-    if not json:
+    if not as_json:
         console.print(f"watching {org} (events appear as `memledger up` projects them; Ctrl-C stops)", style="dim")
-    try:
-        with connect_redis(s) as client:
-            for event in watch_org(client, s.namespace, org, stop):
-                print_event(event, json)
-                seen += 1
-                if count is not None and seen >= count:
-                    stop.set()
-    except KeyboardInterrupt:
-        return
+    stop = threading.Event()
+    with open_app() as app:
+        try:
+            print_events(app.watch(org, stop), as_json, count, stop)
+        except KeyboardInterrupt:
+            return
 
 
-def register(app: typer.Typer) -> None:
-    app.command()(trending)
-    app.command()(analytics)
-    app.command()(feed)
-    app.command()(watch)
+def print_events(events: Iterable[dict[str, Any]], as_json: bool, count: int | None, stop: threading.Event) -> None:
+    for seen, event in enumerate(events, 1):
+        if as_json:
+            print_json(event)
+        else:
+            console.print(f"{event['at'][:19].replace('T', ' ')}  {event['type']:<22} "
+                          f"{event['agent']}/{event['subject']}  {event['summary']}", highlight=False, markup=False)
+        if count is not None and seen >= count:
+            stop.set()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -20,25 +20,33 @@ from rich import box
 from rich.table import Table
 
 from projections.registry import PROJECTIONS
-from replay import open_target
-from replay.deadletters import DeadLetter, RedriveOutcome, list_dead_letters, redrive
-from replay.rebuild import Progress as Step
-from replay.rebuild import BATCH, RebuildPlan, parse_bound, plan_rebuild, rebuild
-from replay.status import status
-from replay.trim import TrimPoint, plan_trim, trim
-from replay.verify import verify
 
-from .common import console, print_json, settings
+from .common import YesOpt, console, group, open_app, print_json
+
+if TYPE_CHECKING:
+    from replay.deadletters import DeadLetter, RedriveOutcome
+    from replay.rebuild import Progress as Step
+    from replay.rebuild import RebuildPlan, RebuildResult
+    from replay.status import StatusRow
+    from replay.trim import TrimPoint
+    from replay.verify import VerifyResult
 
 EXIT_DIFFERENT = 9  # `replay verify`: the live read model differs from a rebuild
 EXIT_CANCELLED = 130  # Ctrl-C
 
-replay_app = typer.Typer(no_args_is_help=True, help="Rebuild, verify and inspect the read models.")
-ledger_app = typer.Typer(no_args_is_help=True, help="Maintain the ledger itself.")
+replay_app = group("Rebuild, verify and inspect the read models.")
+ledger_app = group("Maintain the ledger itself.")
 
 NameArg = Annotated[str, typer.Argument(help=f"The projection: one of {', '.join(PROJECTIONS)}.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-BatchOpt = Annotated[int, typer.Option("--batch", min=1, max=50_000, help="Events per transaction.")]
+BatchOpt = Annotated[int | None, typer.Option(
+    "--batch", min=1, max=50_000, show_default=False, help="Events per transaction (default: the replay's own).")]
+ProjectionOpt = Annotated[str | None, typer.Option("--projection", "-p", help="Only this projection.")]
+ProjectionsOpt = Annotated[list[str] | None, typer.Option(
+    "--projection", "-p", help="Only this projection (repeatable).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=0, max=64, help=(
+    "Processes replaying partitions in parallel (the fold is Python: one core each); "
+    "0: one per CPU for a large history, else 1."))]
 
 
 def register(app: typer.Typer) -> None:
@@ -95,17 +103,13 @@ def _cancelled(name: str, what: str) -> typer.Exit:
 def rebuild_command(
     name: NameArg,
     partition: Annotated[list[int] | None, typer.Option(
-        "--partition", "-p", help="Only advance the shadow for this partition (repeatable); no swap.")] = None,
+        "--partition", help="Only advance the shadow for this partition (repeatable); no swap.")] = None,
     until: Annotated[str | None, typer.Option(
         "--until", help="Replay only events appended up to this ISO 8601 time; no swap.")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Replay only up to this stream id; no swap.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before swapping.")] = False,
-    batch: BatchOpt = BATCH,
-    workers: Annotated[int, typer.Option("--workers", "-w", min=0, max=64, help=(
-        "Processes replaying partitions in parallel (the fold is Python: one core each); "
-        "0: one per CPU for a large history, else 1."))] = 0,
-    json: JsonOpt = False,
+    batch: BatchOpt = None, workers: WorkersOpt = 0, json: JsonOpt = False,
 ) -> None:
     """Rebuild a read model from the archive plus the stream into a shadow, catch up, swap it in.
 
@@ -113,24 +117,43 @@ def rebuild_command(
     Ctrl-C, run the same command again. With --partition, --until or --to it only
     advances the shadow; a later plain `replay rebuild NAME` finishes and swaps.
     """
-    s = settings()
-    bound = parse_bound(until, to)
-    plan = plan_rebuild(s, name, partition, bound)
+    with open_app() as app:
+        plan = app.plan_rebuild(name, partition, until, to)
+        if not go_ahead(plan, dry_run, yes, json):
+            return
+        with cancellable(name, f"run the same command to resume from {plan.shadow}, or "
+                               f"`memledger replay discard {name}` to drop it"), \
+                progress_bar(f"rebuild {name}", quiet=json) as report:
+            result = app.rebuild(name, partition, until, to, batch, report, workers or auto_workers(plan))
+    _print_rebuilt(result, plan, json)
+
+
+def go_ahead(plan: RebuildPlan, dry_run: bool, yes: bool, json: bool) -> bool:
+    """Show the plan (a --json rebuild prints only its result); False for a dry run; ask before a swap."""
     if dry_run or not json:
         _show_plan(plan, json)
     if dry_run:
-        return
+        return False
     if plan.swap and not yes:
-        typer.confirm(f"Swap the rebuilt {name!r} in for the live one when done?", abort=True)
+        typer.confirm(f"Swap the rebuilt {plan.projection!r} in for the live one when done?", abort=True)
+    return True
+
+
+@contextmanager
+def cancellable(name: str, what: str) -> Iterator[None]:
+    """Ctrl-C and SIGTERM cancel: the batch in flight rolls back, the live model is untouched."""
     try:
-        with sigterm_interrupts(), progress_bar(f"rebuild {name}", quiet=json) as report:
-            result = rebuild(s, name, partition, bound, batch, report, workers or auto_workers(plan))
+        with sigterm_interrupts():
+            yield
     except KeyboardInterrupt:
-        raise _cancelled(name, f"run the same command to resume from {plan.shadow}, or "
-                               f"`memledger replay discard {name}` to drop it") from None
+        raise _cancelled(name, what) from None
+
+
+def _print_rebuilt(result: RebuildResult, plan: RebuildPlan, json: bool) -> None:
     if json:
         print_json({**asdict(result), "rate": result.rate})
         return
+    name = result.projection
     done = "swapped in; the live projector continues from there" if result.swapped else \
         f"left in {plan.shadow}; run `memledger replay rebuild {name}` to finish and swap"
     console.print(f"{name}: applied {result.applied:,} events in {result.seconds:.1f}s "
@@ -165,15 +188,20 @@ def _show_plan(plan: RebuildPlan, json: bool) -> None:
 def verify_command(
     name: NameArg,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the rebuilt shadow for inspection.")] = False,
-    batch: BatchOpt = BATCH,
+    batch: BatchOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Rebuild into a shadow of its own and compare with the live read model; exit 9 when they differ."""
-    try:
-        with sigterm_interrupts(), progress_bar(f"verify {name}", quiet=json) as report:
-            result = verify(settings(), name, batch, report, keep)
-    except KeyboardInterrupt:
-        raise _cancelled(name, "nothing was compared") from None
+    with open_app() as app, cancellable(name, "nothing was compared"), \
+            progress_bar(f"verify {name}", quiet=json) as report:
+        result = app.verify(name, batch, report, keep)
+    _print_verified(result, json)
+    if not result.agree:
+        raise typer.Exit(EXIT_DIFFERENT)
+
+
+def _print_verified(result: VerifyResult, json: bool) -> None:
+    name = result.projection
     if json:
         print_json(asdict(result))
     elif result.agree:
@@ -184,23 +212,26 @@ def verify_command(
                       f"{dict(sorted(result.checkpoints.items()))}:")
         for line in result.differences:
             console.print(f"  {line}")
-    if not result.agree:
-        raise typer.Exit(EXIT_DIFFERENT)
 
 
 # -- replay status / discard -------------------------------------------------------------
 
 
 @replay_app.command("status")
-def status_command(
-    projection: Annotated[list[str] | None, typer.Option("--projection", help="Only this projection.")] = None,
-    json: JsonOpt = False,
-) -> None:
+def status_command(projection: ProjectionsOpt = None, json: JsonOpt = False) -> None:
     """Per projection and partition: checkpoint, head, lag, schema version, state, dead letters."""
-    rows = status(settings(), projection)
+    with open_app() as app:
+        rows = app.replay_status(projection)
     if json:
         print_json([asdict(r) for r in rows])
         return
+    console.print(status_table(rows))
+    for name, positions in shadows(rows).items():
+        console.print(f"{name}: a rebuild shadow stands at {', '.join(positions)}; "
+                      f"`memledger replay rebuild {name}` resumes it")
+
+
+def status_table(rows: list[StatusRow]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("projection", no_wrap=True, min_width=9)
     table.add_column("p", justify="right", min_width=1)
@@ -210,31 +241,33 @@ def status_command(
     table.add_column("version", min_width=3)
     table.add_column("state", no_wrap=True, min_width=10)
     table.add_column("dead", justify="right", min_width=4)
-    shadows: dict[str, list[str]] = {}
     for r in rows:
         version = "-" if r.version is None else str(r.version)
         if r.version not in (None, r.code_version):
             version += f"→{r.code_version}"  # stored version, then the code's
-        if r.shadow_checkpoint is not None:
-            shadows.setdefault(r.projection, []).append(f"p{r.partition} {r.shadow_checkpoint}")
         table.add_row(r.projection, str(r.partition), r.checkpoint, r.head or "-", str(r.lag), version, r.state,
                       str(r.dead_letters))
-    console.print(table)
-    for name, positions in shadows.items():
-        console.print(f"{name}: a rebuild shadow stands at {', '.join(positions)}; "
-                      f"`memledger replay rebuild {name}` resumes it")
+    return table
+
+
+def shadows(rows: list[StatusRow]) -> dict[str, list[str]]:
+    """Where each projection's rebuild shadow stands, per partition."""
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        if r.shadow_checkpoint is not None:
+            found.setdefault(r.projection, []).append(f"p{r.partition} {r.shadow_checkpoint}")
+    return found
 
 
 @replay_app.command("discard")
-def discard_command(name: NameArg) -> None:
+def discard_command(name: NameArg, json: JsonOpt = False) -> None:
     """Drop a rebuild's shadow (the live read model is not touched)."""
-    target = open_target(settings(), name)
-    try:
-        existed = target.shadow_exists()
-        target.drop_shadow()
-    finally:
-        target.close()
-    console.print(f"{name}: " + ("dropped " + target.shadow_label if existed else "no rebuild shadow to drop"))
+    with open_app() as app:
+        dropped = app.discard_shadow(name)
+    if json:
+        print_json(asdict(dropped))
+    else:
+        console.print(f"{name}: " + ("dropped " + dropped.where if dropped.existed else "no rebuild shadow to drop"))
 
 
 # -- replay dead-letters -----------------------------------------------------------------
@@ -242,20 +275,21 @@ def discard_command(name: NameArg) -> None:
 
 @replay_app.command("dead-letters")
 def dead_letters_command(
-    projection: Annotated[str | None, typer.Option("--projection", help="Only this projection.")] = None,
+    projection: ProjectionOpt = None,
     letter: Annotated[list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")] = None,
     again: Annotated[bool, typer.Option("--redrive", help="Re-apply the open dead letters.")] = False,
     include_resolved: Annotated[bool, typer.Option("--all", help="Also list re-driven ones.")] = False,
     json: JsonOpt = False,
 ) -> None:
     """List dead-lettered events; with --redrive, re-apply them (refused when out of order)."""
-    if again:
-        outcomes = redrive(settings(), projection, letter)
-        _print_letters([o.letter for o in outcomes], json, outcomes)
-        if any(o.outcome != "redriven" for o in outcomes):
-            raise typer.Exit(1)
-        return
-    _print_letters(list_dead_letters(settings(), projection, include_resolved, letter), json, [])
+    with open_app() as app:
+        if not again:
+            _print_letters(app.dead_letters(projection, include_resolved, letter), json, [])
+            return
+        outcomes = app.redrive(projection, letter)
+    _print_letters([o.letter for o in outcomes], json, outcomes)
+    if any(o.outcome != "redriven" for o in outcomes):
+        raise typer.Exit(1)
 
 
 def _print_letters(letters: list[DeadLetter], json: bool, outcomes: list[RedriveOutcome]) -> None:
@@ -283,20 +317,18 @@ def trim_command(
     older_than: Annotated[float, typer.Option("--older-than", min=0, metavar="DAYS",
                                               help="Trim entries older than this many days.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the trim points; change nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Trim the streams below what the archive and every projection have checkpointed (never by length)."""
-    s = settings()
-    points = plan_trim(s, older_than)
-    if dry_run or (not yes and not json):
-        _print_trim(points, json)
-    if dry_run:
-        return
-    if not yes:
-        typer.confirm("Trim these partitions? (the archive keeps the history)", abort=True)
-    done = trim(s, older_than)
-    _print_trim(done, json)
+    with open_app() as app:
+        if dry_run or (not yes and not json):
+            _print_trim(app.plan_trim(older_than), json)
+        if dry_run:
+            return
+        if not yes:
+            typer.confirm("Trim these partitions? (the archive keeps the history)", abort=True)
+        _print_trim(app.trim(older_than), json)
 
 
 def _print_trim(points: list[TrimPoint], json: bool) -> None:
