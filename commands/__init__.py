@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ledger.lazy import lazy_names
 
 from ledger import Settings
+from ledger.errors import Unauthorized
 
 from .decide import Decision, SubjectState, check, decide, fold
 from .models import (
@@ -26,7 +27,7 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from .bus import CommandBus, Unauthorized, parse
+    from .bus import CommandBus, parse
 
 __all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", "IngestSession",
            "MarkSessionFailed", "PurgeTranscript", "RecordRecall", "RetrySession", "StoreMemory",
@@ -35,7 +36,7 @@ __all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", 
 
 # The bus: resolved on first use (PEP 562), so importing the models and decide() stays
 # cheap; `open_bus` is what opens the Redis log.
-_LAZY = {"CommandBus": ".bus", "Unauthorized": ".bus", "parse": ".bus"}
+_LAZY = {"CommandBus": ".bus", "parse": ".bus"}
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any unknown name as Any
     __getattr__ = lazy_names(__name__, _LAZY, globals())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ledger.codec import encode
-from ledger.errors import CommandError, InvalidCommand, RateLimited
+from ledger.errors import CommandError, InvalidCommand, RateLimited, Unauthorized
 from ledger.eventlog import Append, EventLog, Outcome, Receipt
 from ledger.ids import uuid7
 
@@ -21,12 +21,6 @@ from .models import COMMAND_ADAPTER, Command
 
 if TYPE_CHECKING:
     from ledger.ratelimit import RateLimiter
-
-
-class Unauthorized(CommandError):
-    """The sender may not send this command: another org's, or one only the system sends."""
-
-    code = "unauthorized"
 
 
 def _utcnow() -> datetime:

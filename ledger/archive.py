@@ -39,6 +39,8 @@ counts a rebuild plans with). Connections come from `ledger.postgres`.
 
 from __future__ import annotations
 
+from ledger.errors import HistoryGap
+
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -99,12 +101,6 @@ SELECT count(*) FILTER (WHERE (ms, seq) < (%(f_ms)s, %(f_seq)s)),
        count(*) FILTER (WHERE (ms, seq) >= (%(f_ms)s, %(f_seq)s))
 FROM held
 """
-
-
-class HistoryGap(LedgerError):
-    """Events needed for a read were trimmed from the stream and are not in the archive."""
-
-    exit_code = 8
 
 
 def trimmed_key(keys: Keys, partition: int) -> str:

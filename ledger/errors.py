@@ -1,4 +1,10 @@
-"""The error hierarchy: one root, a base per family, translated at adapter edges."""
+"""The error hierarchy: one root, a base per family, translated at adapter edges.
+
+Every error a user can meet is defined here, so that each adapter (CLI exit codes,
+HTTP statuses, MCP tool errors) translates one tree. Exit codes: 1 other, 2 rejected
+command or query, 3 configuration (incl. never migrated), 4 a server unreachable,
+5 projection, 6 timeout, 7 not found, 8 refused (history gap, not permitted).
+"""
 
 from __future__ import annotations
 
@@ -104,3 +110,40 @@ class Timeout(LedgerError):
     """Waiting for a read model to reach a position took too long."""
 
     exit_code = 6
+
+
+class NotMigrated(ConfigurationError):
+    """The namespace's tables do not exist: its schema was never migrated."""
+
+
+class HistoryGap(LedgerError):
+    """Events needed for a read were trimmed from the stream and are not in the archive."""
+
+    exit_code = 8
+
+
+class Unauthorized(CommandError):
+    """The sender may not send this command: another org's, or one only the system sends."""
+
+    code = "unauthorized"
+
+
+class NotFound(LedgerError):
+    """No such memory in this org (to another org's caller, its memories do not exist)."""
+
+    exit_code = 7
+
+
+class SessionNotFound(NotFound):
+    """No such session in this org."""
+
+
+class RedriveRefused(ProjectionError):
+    """A dead letter cannot be re-driven now (out of order, already re-driven, or a read
+    model that is only ever rebuilt); the letter stays open."""
+
+
+class NotPermitted(LedgerError):
+    """The App's scope does not allow this operation (a namespace-wide one on a tenant's App)."""
+
+    exit_code = 8

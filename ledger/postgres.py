@@ -12,6 +12,8 @@ event, not at the system, and the projector runtime dead-letters them (see
 
 from __future__ import annotations
 
+from ledger.errors import NotMigrated
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,10 +31,6 @@ __all__ = ["DATA_ERRORS", "LOCK_TIMEOUT_MS", "NotMigrated", "advisory_locks", "c
 DATA_ERRORS: tuple[type[psycopg.Error], ...] = (psycopg.DataError, psycopg.IntegrityError)
 #: How long a statement waits for a table lock before giving up (swaps, verify's alignment).
 LOCK_TIMEOUT_MS = 10_000
-
-
-class NotMigrated(ConfigurationError):
-    """The namespace's tables do not exist: its schema was never migrated."""
 
 
 def _first_line(e: BaseException) -> str:

@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ledger import Settings
-from ledger.errors import CommandError, ConfigurationError, InvalidQuery, LedgerError
+from ledger.errors import CommandError, ConfigurationError, InvalidQuery, LedgerError, NotPermitted
 
 from . import app_queries as q
 from .log_reader import EventFilter, follow, newest, oldest, partitions_for
@@ -64,12 +64,6 @@ __all__ = ["App", "NotPermitted"]
 Row = dict[str, Any]
 #: How long `wait_for` waits for a read model by default, in seconds.
 WAIT_TIMEOUT_S = 5.0
-
-
-class NotPermitted(LedgerError):
-    """The App's scope does not allow this operation (a namespace-wide one on a tenant's App)."""
-
-    exit_code = 8
 
 
 class App:

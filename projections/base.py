@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from ledger.errors import ProjectionError
+from ledger.errors import ProjectionError, RedriveRefused
 from ledger.events import RecordedEvent
 
 if TYPE_CHECKING:
@@ -30,11 +30,6 @@ class FencedOut(Exception):
     """The stored checkpoint is not where this batch was read from: another projector
     advanced it first, or the commit that stored it was lost in a crash. Either way the
     caller re-reads the stored checkpoint and continues from there."""
-
-
-class RedriveRefused(ProjectionError):
-    """A dead letter cannot be re-driven now (out of order, already re-driven, or a read
-    model that is only ever rebuilt); the letter stays open."""
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,11 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, SessionNotFound
 
 Level = Literal["raw", "summary", "discrete"]
 LEVELS: tuple[Level, ...] = ("raw", "summary", "discrete")
 DISCRETE_TYPES = ("fact", "preference", "decision", "note")
-
-
-class SessionNotFound(LedgerError):
-    """No such session in this org."""
-
-    exit_code = 7
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from psycopg.rows import dict_row
 
-from ledger.errors import InvalidQuery, LedgerError, Timeout
+from ledger.errors import InvalidQuery, LedgerError, Timeout, NotFound
 from ledger.events import stream_id_key
 from ledger.log import Receipt
 from ledger.postgres import connect, query_errors, translated
@@ -50,12 +50,6 @@ TEXT_FILTERS = ("agent_id", "text", "memory_type", "session_id")
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class NotFound(LedgerError):
-    """No such memory in this org."""
-
-    exit_code = 7
 
 
 # -- input checks: refuse, naming the field, what PostgreSQL cannot take ---------------------
