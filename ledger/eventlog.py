@@ -195,6 +195,14 @@ class EventLog(ABC):
     def read(self, partition: int, after: str = "0-0", count: int = 1000, until: str = "+") -> list[RecordedEvent]:
         """Up to `count` events of one partition in (after, until], oldest first, upcast."""
 
+    @abstractmethod
+    def read_entries(self, partition: int, after: str = "0-0", count: int = 1000, until: str = "+") -> list[Entry]:
+        """Up to `count` undecoded entries of one partition in (after, until], oldest first.
+
+        For scans that look at one or two envelope fields of many events (a re-drive's search
+        for a later event of the same subject) without paying for decoding and upcasting each.
+        """
+
     def iter_partition(self, partition: int, after: str = "0-0", until: str = "+",
                        batch: int = 2000) -> Iterator[RecordedEvent]:
         """Every event of one partition in (after, until], oldest first, read `batch` at a time."""

@@ -233,6 +233,11 @@ class RedisEventLog(EventLog):
                                                                count=count))
         return [decode_entry(partition, sid, fields) for sid, fields in entries]
 
+    def read_entries(self, partition: int, after: str = "0-0", count: int = 1000, until: str = "+") -> list[Entry]:
+        entries: Any = _unavailable(lambda: self.client.xrange(self.keys.stream(partition), f"({after}", until,
+                                                               count=count))
+        return [(partition, _text(sid), fields) for sid, fields in entries]
+
     def read_reverse(self, partition: int, until: str = "+", count: int = 1000,
                      since: str = "-") -> list[RecordedEvent]:
         entries: Any = _unavailable(lambda: self.client.xrevrange(self.keys.stream(partition), max=until, min=since,

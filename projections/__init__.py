@@ -13,7 +13,8 @@ from ledger import Settings
 from .base import DeadLetter, FencedOut, Projection, ProjectionClass
 
 if TYPE_CHECKING:
-    from .query import MemoryQuery, MemoryStore, NotFound, QueryResult
+    from .postgres.memory_store import MemoryStore
+    from .query import MemoryQuery, NotFound, QueryResult
     from .registry import PROJECTIONS, open_projection, projection_class
     from .runtime import Projector, ProjectorOptions, RunStats
 
@@ -21,9 +22,10 @@ __all__ = ["PROJECTIONS", "DeadLetter", "FencedOut", "MemoryQuery", "MemoryStore
            "ProjectionClass", "Projector", "ProjectorOptions", "QueryResult", "RunStats", "open_memory_store",
            "open_projection", "projection_class", "run_projection"]
 
-# The runtime, the registry and the query API import redis and psycopg: resolved on
+# The runtime, the registry and the memory store import redis and psycopg: resolved on
 # first use, so importing the folds loads no driver (PEP 562).
-_LAZY = {"MemoryQuery": ".query", "MemoryStore": ".query", "NotFound": ".query", "QueryResult": ".query",
+_LAZY = {"MemoryQuery": ".query", "NotFound": ".query", "QueryResult": ".query",
+         "MemoryStore": ".postgres.memory_store",
          "PROJECTIONS": ".registry", "open_projection": ".registry", "projection_class": ".registry",
          "Projector": ".runtime", "ProjectorOptions": ".runtime", "RunStats": ".runtime"}
 
@@ -54,6 +56,6 @@ def run_projection(settings: Settings, name: str, until_caught_up: bool = False,
 def open_memory_store(settings: Settings) -> MemoryStore:
     from ledger.connections import database_url
 
-    from .query import open_store
+    from .postgres.memory_store import open_store
 
     return open_store(database_url(settings), settings.db_schema)

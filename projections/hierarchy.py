@@ -9,9 +9,11 @@ A discrete memory's parent is its `metadata.parent_id` (the summary it was extra
 with), else its session; a summary's parent is its session; a session has none. So
 memories stored directly by agents (no session) are discrete roots.
 
-`hierarchy()` is the flat, filtered query (level, session, agent, time range, limit;
-newest first); `session_tree()` is one session with everything under it. Both read only
-the read model, so they are as fresh as the memories projector.
+`HierarchyQuery` is the flat, filtered query (level, session, agent, time range, limit;
+newest first); a `SessionTree` is one session with everything under it. Both are read from
+the read model alone (`projections.postgres.hierarchy_reads`: `hierarchy()`, `session_tree()`),
+so they are as fresh as the memories projector. This module is pure: the query, its SQL text
+and the result's shape.
 """
 
 from __future__ import annotations
@@ -20,10 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import psycopg
-from psycopg.rows import dict_row
-
-from ledger.errors import LedgerError, SessionNotFound
+from ledger.errors import SessionNotFound
 
 Level = Literal["raw", "summary", "discrete"]
 LEVELS: tuple[Level, ...] = ("raw", "summary", "discrete")
@@ -85,12 +84,6 @@ class HierarchyQuery:
         return f"({select} WHERE {' AND '.join(where)})", args
 
 
-def hierarchy(conn: psycopg.Connection[Any], q: HierarchyQuery) -> list[dict[str, Any]]:
-    """Nodes of the hierarchy matching `q`, newest first (raw before summary before discrete)."""
-    sql, args = q.sql()
-    return conn.cursor(row_factory=dict_row).execute(sql, args).fetchall()
-
-
 @dataclass
 class SessionTree:
     session: dict[str, Any]
@@ -98,28 +91,4 @@ class SessionTree:
     discrete: list[dict[str, Any]] = field(default_factory=list)
 
 
-def session_tree(conn: psycopg.Connection[Any], org_id: str, session_id: str,
-                 agent_id: str | None = None) -> SessionTree:
-    """One session: its row (transcript, status, summary, error) and the memories under it."""
-    cur = conn.cursor(row_factory=dict_row)
-    sql, args = "SELECT * FROM sessions WHERE org_id = %s AND session_id = %s", [org_id, session_id]
-    if agent_id is not None:
-        sql, args = sql + " AND agent_id = %s", args + [agent_id]
-    rows = cur.execute(sql + " LIMIT 2", args).fetchall()
-    if not rows:
-        raise SessionNotFound(f"no session {session_id!r} in org {org_id!r} (is the memories projector running?)")
-    if len(rows) > 1:
-        raise LedgerError(f"session id {session_id!r} is used by several agents of {org_id!r}; name the agent")
-    session = rows[0]
-    memories = cur.execute(
-        "SELECT memory_id, memory_type, content, tags, importance, metadata, created_at, version FROM memories"
-        " WHERE org_id = %s AND agent_id = %s AND session_id = %s"
-        " ORDER BY CASE WHEN metadata->>'index' ~ '^[0-9]{1,9}$' THEN (metadata->>'index')::int END NULLS LAST,"
-        " created_at, memory_id",
-        (org_id, session["agent_id"], session_id)).fetchall()
-    return SessionTree(session, [m for m in memories if m["memory_type"] == "summary"],
-                       [m for m in memories if m["memory_type"] != "summary"])
-
-
-__all__ = ["DISCRETE_TYPES", "LEVELS", "HierarchyQuery", "Level", "SessionNotFound", "SessionTree", "hierarchy",
-           "session_tree"]
+__all__ = ["DISCRETE_TYPES", "LEVELS", "HierarchyQuery", "Level", "SessionNotFound", "SessionTree"]

@@ -1,20 +1,25 @@
-"""History from the event archive: a memory's events, and what an agent knew at a time."""
+"""A memory's history, and what an agent knew at a time, from its archived events (pure).
+
+The events come from the event archive (`projections.postgres.memory_store.MemoryStore` reads
+them through `ledger.archive`, which upcasts them as every read path must); this module only
+shapes and folds them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
-from ledger import archive
 from ledger.events import Event, RecordedEvent
 
 from .fold import MEMORY_EVENTS, MemoryRow, fold_memory
 
 if TYPE_CHECKING:
     from .query import MemoryQuery
+
+__all__ = ["HistoryEntry", "fold_as_of", "history_entries"]
 
 
 @dataclass(frozen=True)
@@ -24,28 +29,23 @@ class HistoryEntry:
     event: Event
 
 
-def _entries(events: list[RecordedEvent]) -> list[HistoryEntry]:
-    # Bodies are archived as written; the archive upcasts them, as every read path must.
+def history_entries(events: Iterable[RecordedEvent]) -> list[HistoryEntry]:
+    """Archived events as history entries, in the order given (oldest first)."""
     return [HistoryEntry(r.position.partition, r.position.stream_id, r.event) for r in events]
 
 
-def history(conn: psycopg.Connection, org_id: str, memory_id: str) -> list[HistoryEntry]:
-    """Every archived event of one memory, oldest first."""
-    return _entries(archive.subject_history(conn, org_id, memory_id))
-
-
-def as_of(conn: psycopg.Connection, org_id: str, agent_id: str, at: datetime,
-          q: MemoryQuery | None = None) -> list[dict[str, Any]]:
-    """The agent's memories as they stood at `at` (timezone-aware), by folding archived history up to then.
+def fold_as_of(events: Iterable[RecordedEvent], at: datetime, q: MemoryQuery | None = None) -> list[dict[str, Any]]:
+    """An agent's memories as they stood at `at` (timezone-aware), folded from its events up to then
+    (oldest first), filtered by `q` if given.
 
     A memory past its `expires_at` at `at` is left out, whether or not its MemoryExpired
     event was written by then (the expiry job runs some time after).
     """
-    entries = _entries(archive.agent_history(conn, org_id, agent_id, at))
     rows: dict[str, MemoryRow | None] = {}
-    for entry in entries:
-        if entry.event.type in MEMORY_EVENTS:
-            rows[entry.event.subject_id] = fold_memory(rows.get(entry.event.subject_id), entry.event)
+    for recorded in events:
+        event = recorded.event
+        if event.type in MEMORY_EVENTS:
+            rows[event.subject_id] = fold_memory(rows.get(event.subject_id), event)
     live = [asdict(r) for r in rows.values() if r is not None and (r.expires_at is None or r.expires_at > at)]
     return _filter(live, q) if q is not None else sorted(live, key=lambda r: r["updated_at"], reverse=True)
 

@@ -11,28 +11,22 @@ Input: a `MemoryQuery` checks its filters when it is built, and the store checks
 it is given; what PostgreSQL cannot take (NUL, a lone surrogate, a limit out of range, a
 filter of the wrong type, a text search too large to plan) is an `InvalidQuery` naming the
 field. A driver error that still gets through is translated where every PostgreSQL error is,
-`ledger.postgres.query_errors` (here `driver_errors`).
+`ledger.postgres.query_errors`.
+
+This module is pure (the queries, their checks and their SQL text); the store that runs them
+on PostgreSQL is `projections.postgres.memory_store.MemoryStore`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from psycopg.rows import dict_row
-
-from ledger.errors import InvalidQuery, LedgerError, Timeout, NotFound
-from ledger.events import stream_id_key
-from ledger.log import Receipt
-from ledger.postgres import connect, query_errors, translated
+from ledger.errors import InvalidQuery, NotFound
 from ledger.storable import text_problem
-
-from .history import HistoryEntry, as_of, history
-from .postgres import checkpoint_table as checkpoints
 
 Row = dict[str, Any]
 Clock = Callable[[], datetime]
@@ -88,12 +82,16 @@ def _check_tags(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def check_ids(**ids: str | None) -> None:
+    """Each id given (None: not given) is a string PostgreSQL text can hold."""
+    for name, value in ids.items():
+        if value is not None:
+            check_text(name, value)
+
+
 def _check_importance(value: object) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
         raise InvalidQuery(f"min_importance must be a number from 0 to 1, not {value!r}")
-
-
-driver_errors = query_errors
 
 
 @dataclass(frozen=True)
@@ -167,93 +165,5 @@ class QueryResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class MemoryStore:
-    """Read access to one namespace's memories (connection per store; not thread-safe).
-
-    Parameters:
-        clock: the time queries judge expiry by (default: the UTC wall clock).
-    """
-
-    def __init__(self, conninfo: str, schema: str, clock: Clock = utc_now):
-        self.conn = connect(conninfo, schema, autocommit=True)  # raises StoreUnavailable if unreachable
-        self.conn.row_factory = dict_row
-        self.clock = clock
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
-        with driver_errors():
-            return self.conn.execute(sql, args).fetchall()
-
-    def query(self, q: MemoryQuery) -> QueryResult:
-        return QueryResult(self._fetch(*q.sql(self.clock())))
-
-    def get(self, org_id: str, memory_id: str, agent_id: str | None = None) -> Row:
-        """One memory that is not past its expiry (nor forgotten)."""
-        _check_ids(org_id=org_id, memory_id=memory_id, agent_id=agent_id)
-        sql = f"SELECT {COLUMNS} FROM memories WHERE org_id = %s AND memory_id = %s AND {LIVE}"
-        args: list[Any] = [org_id, memory_id, self.clock()]
-        if agent_id is not None:
-            sql, args = sql + " AND agent_id = %s", args + [agent_id]
-        rows = self._fetch(sql + " LIMIT 2", args)
-        if not rows:
-            raise NotFound(f"no live memory {memory_id!r} in org {org_id!r} "
-                           "(it may be forgotten or expired: try --history)")
-        if len(rows) > 1:
-            raise LedgerError(f"memory id {memory_id!r} is used by several agents of {org_id!r}; name the agent")
-        return rows[0]
-
-    def history(self, org_id: str, memory_id: str) -> list[HistoryEntry]:
-        _check_ids(org_id=org_id, memory_id=memory_id)
-        with driver_errors():
-            return history(self.conn, org_id, memory_id)
-
-    def as_of(self, org_id: str, agent_id: str, at: datetime, q: MemoryQuery | None = None) -> list[Row]:
-        """The agent's memories at `at` (naive: UTC), not past their expiry then."""
-        _check_ids(org_id=org_id, agent_id=agent_id)
-        at = check_time("at", at)
-        with driver_errors():
-            return as_of(self.conn, org_id, agent_id, at, q)
-
-    def agent_stats(self, org_id: str) -> list[Row]:
-        """Per-agent counters; a memory past its expiry counts as expired, even before its event arrives."""
-        check_text("org_id", org_id)
-        rows = self._fetch(
-            "SELECT s.*, (SELECT count(*) FROM memories m WHERE m.org_id = s.org_id AND m.agent_id = s.agent_id"
-            " AND m.expires_at <= %s) AS due FROM agent_stats s WHERE s.org_id = %s ORDER BY s.agent_id",
-            [self.clock(), org_id])
-        for row in rows:
-            due = row.pop("due")
-            row["live_memories"] -= due
-            row["expired"] += due
-        return rows
-
-    def wait_for(self, receipt: Receipt, timeout: float = 5.0, projection: str = "memories") -> None:
-        """Return once `projection` has applied the receipt's position (read-your-writes)."""
-        deadline, delay = time.monotonic() + timeout, 0.001
-        target = stream_id_key(receipt.stream_id)
-        while True:
-            with translated():
-                reached = checkpoints.get(self.conn, projection, receipt.partition)
-            if reached is not None and stream_id_key(reached) >= target:
-                return
-            if time.monotonic() + delay > deadline:
-                raise Timeout(f"{projection} has not reached {receipt.partition}/{receipt.stream_id} within "
-                              f"{timeout}s; is a projector running (`memledger up`)?")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-
-def _check_ids(**ids: str | None) -> None:
-    for name, value in ids.items():
-        if value is not None:
-            check_text(name, value)
-
-
-def open_store(conninfo: str, schema: str, clock: Clock = utc_now) -> MemoryStore:
-    return MemoryStore(conninfo, schema, clock)
-
-
-__all__: Sequence[str] = ["MAX_LIMIT", "MAX_TEXT", "Clock", "MemoryQuery", "MemoryStore", "NotFound", "QueryResult",
-                          "check_text", "check_time", "driver_errors", "open_store", "utc_now"]
+__all__: Sequence[str] = ["COLUMNS", "LIVE", "MAX_LIMIT", "MAX_TEXT", "Clock", "MemoryQuery", "NotFound", "QueryResult",
+                          "Row", "check_ids", "check_text", "check_time", "utc_now"]

@@ -2,13 +2,10 @@
 
 A class answers what replay needs without opening anything (its version, its rebuild
 target: `shadow`), and opens itself on the configured servers (`open`). Later read models
-register here; `replay` rebuilds exactly what is registered.
+register their class here; `replay` rebuilds exactly what is registered.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import cast
 
 from ledger.errors import ConfigurationError
 from ledger.settings import Settings
@@ -18,10 +15,7 @@ from .postgres.archive import ArchiveProjection
 from .postgres.memories import MemoriesProjection
 from .redis import REDIS_PROJECTIONS
 
-__all__ = ["PROJECTIONS", "Factory", "open_projection", "projection_class"]
-
-#: What older code registered instead of a class: `(settings, schema or key label) -> Projection`.
-Factory = Callable[[Settings, str], Projection]
+__all__ = ["PROJECTIONS", "open_projection", "projection_class"]
 
 PROJECTIONS: dict[str, ProjectionClass] = {
     ArchiveProjection.name: ArchiveProjection,
@@ -30,34 +24,14 @@ PROJECTIONS: dict[str, ProjectionClass] = {
 }
 
 
-def _entry(name: str) -> ProjectionClass | Factory:
+def projection_class(name: str) -> ProjectionClass:
+    """The class registered as `name`; nothing is opened."""
     try:
         return PROJECTIONS[name]
     except KeyError:
         raise ConfigurationError(f"no projection named {name!r}; known: {', '.join(sorted(PROJECTIONS))}") from None
 
 
-def projection_class(name: str, settings: Settings | None = None) -> ProjectionClass:
-    """The class registered as `name`; nothing is opened.
-
-    `settings` serves only a factory registered by older code, whose class is learnt by
-    opening (and closing) the live projection once.
-    """
-    entry = _entry(name)
-    if isinstance(entry, type):
-        return cast(ProjectionClass, entry)
-    if settings is None:
-        raise ConfigurationError(f"projection {name!r} is registered as a factory; its class needs settings")
-    projection = cast(Factory, entry)(settings, settings.db_schema)
-    try:
-        return cast(ProjectionClass, type(projection))
-    finally:
-        projection.close()
-
-
 def open_projection(name: str, settings: Settings, target: str | None = None) -> Projection:
     """Open read model `name`; `target` overrides where it writes (a rebuild's shadow)."""
-    entry = _entry(name)
-    if isinstance(entry, type):
-        return cast(ProjectionClass, entry).open(settings, target)
-    return cast(Factory, entry)(settings, target or settings.db_schema)
+    return projection_class(name).open(settings, target)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.archive import stream_range
+from ledger.eventlog import EventLog
 from ledger.events import stream_id_key
-from ledger.log import RedisEventLog
 
 from .base import Projection
 
-LAG_COUNT_CAP = 10_000  # counting further back than this is not worth an XRANGE
+#: Events after a checkpoint counted at most (the log looks at no more than this many).
+LAG_COUNT_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -23,15 +23,14 @@ class PartitionLag:
     behind_ms: int  # head time minus checkpoint time
 
 
-def partition_lag(log: RedisEventLog, projection: Projection) -> list[PartitionLag]:
+def partition_lag(log: EventLog, projection: Projection) -> list[PartitionLag]:
     stored = projection.checkpoints()
     out = []
     for p in range(log.partitions):
         checkpoint, head = stored.get(p, "0-0"), log.head(p)
         behind = 0
         if head is not None and stream_id_key(head) > stream_id_key(checkpoint):
-            # TODO(EventLog): count_after(partition, after, cap): count without fetching the entries.
-            behind = len(stream_range(log, p, f"({checkpoint}", "+", LAG_COUNT_CAP))
+            behind = log.count_after(p, checkpoint, LAG_COUNT_CAP)
         head_ms = stream_id_key(head)[0] if head else 0
         out.append(PartitionLag(projection.name, p, checkpoint, head, behind,
                                 max(0, head_ms - stream_id_key(checkpoint)[0]) if behind else 0))

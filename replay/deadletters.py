@@ -28,27 +28,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 
 from ledger import Settings, open_log
-from ledger.archive import event_at, later_of_subject, newest_archived, stream_range
 from ledger.errors import EventError, OutdatedReadModel
+from ledger.eventlog import EventLog
 from ledger.events import RecordedEvent, stream_id_key
 from ledger.log import RedisEventLog
 from ledger.postgres import connection
 from projections.base import DeadLetter, Projection, RedriveRefused
 from projections.postgres import dead_letters
+from projections.postgres.redrive_reads import RedriveReads, open_redrive_reads
 from projections.registry import PROJECTIONS, open_projection
 from projections.runtime import POISON
 
-if TYPE_CHECKING:
-    import psycopg
-
 __all__ = ["DeadLetter", "RedriveOutcome", "list_dead_letters", "open_counts", "redrive"]
 
-ORDER_SCAN_LIMIT = 200_000  # stream entries scanned for later events of a subject before refusing
+#: Stream entries scanned for later events of a subject before refusing.
+ORDER_SCAN_LIMIT = 200_000
+#: Stream entries read per round trip of that scan.
+SCAN_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,16 @@ def redrive(settings: Settings, projection: str | None = None,
     """Re-apply open dead letters (all, one projection's, or the given ids), in log order."""
     letters = list_dead_letters(settings, projection, ids=ids)
     log, out = open_log(settings), []
-    with connection(settings, autocommit=True) as reader:
-        for name in dict.fromkeys(d.projection for d in letters):
-            out += _redrive_projection(settings, log, reader, name, [d for d in letters if d.projection == name])
+    try:
+        with open_redrive_reads(settings) as reads:
+            for name in dict.fromkeys(d.projection for d in letters):
+                out += _redrive_projection(settings, log, reads, name, [d for d in letters if d.projection == name])
+    finally:
+        log.close()
     return out
 
 
-def _redrive_projection(settings: Settings, log: RedisEventLog, reader: psycopg.Connection[Any], name: str,
+def _redrive_projection(settings: Settings, log: RedisEventLog, reads: RedriveReads, name: str,
                         letters: list[DeadLetter]) -> list[RedriveOutcome]:
     projection = open_projection(name, settings)
     try:
@@ -103,59 +107,63 @@ def _redrive_projection(settings: Settings, log: RedisEventLog, reader: psycopg.
             projection.ensure_current()
         except OutdatedReadModel as e:
             return [RedriveOutcome(d, "refused", str(e)) for d in letters]
-        return [_redrive_one(log, reader, projection, d) for d in letters]
+        return [_redrive_one(log, reads, projection, d) for d in letters]
     finally:
         projection.close()
 
 
-def _redrive_one(log: RedisEventLog, reader: psycopg.Connection[Any], projection: Projection,
+def _redrive_one(log: RedisEventLog, reads: RedriveReads, projection: Projection,
                  letter: DeadLetter) -> RedriveOutcome:
     try:
-        r = event_at(reader, log, letter.partition, letter.stream_id)
+        r = reads.event_at(log, letter.partition, letter.stream_id)
     except EventError as e:
-        return _failed(reader, letter, f"still undecodable: {e}")
+        return _failed(reads, letter, f"still undecodable: {e}")
     if r is None:
         return RedriveOutcome(letter, "refused", "the event is in neither the archive nor the stream any more")
     try:
-        projection.redrive(letter, r, lambda checkpoint: _later_applied(reader, log, r, checkpoint))
+        projection.redrive(letter, r, lambda checkpoint: _later_applied(reads, log, r, checkpoint))
     except RedriveRefused as e:
         return RedriveOutcome(letter, "refused", str(e))
     except POISON as e:
-        return _failed(reader, letter, f"{type(e).__name__}: {e}")
+        return _failed(reads, letter, f"{type(e).__name__}: {e}")
     return RedriveOutcome(letter, "redriven", f"{r.event.type} {r.event.subject_id}")
 
 
-def _later_applied(reader: psycopg.Connection[Any], log: RedisEventLog, r: RecordedEvent,
-                   checkpoint: str) -> str | None:
+def _later_applied(reads: RedriveReads, log: EventLog, r: RecordedEvent, checkpoint: str) -> str | None:
     """The position of a later event of the same subject at or below `checkpoint`, if any."""
     p, e = r.position.partition, r.event
-    later = later_of_subject(reader, p, e.org_id, e.subject_id, r.position.stream_id, checkpoint)
+    later = reads.later_archived(p, e.org_id, e.subject_id, r.position.stream_id, checkpoint)
     if later is not None:
         return later
-    start = max(r.position.stream_id, newest_archived(reader, p) or "0-0", key=stream_id_key)
+    start = max(r.position.stream_id, reads.newest_archived(p) or "0-0", key=stream_id_key)
     return _later_in_stream(log, p, start, checkpoint, e.org_id, e.subject_id)
 
 
-def _later_in_stream(log: RedisEventLog, partition: int, after: str, until: str, org: str, subject: str) -> str | None:
+def _later_in_stream(log: EventLog, partition: int, after: str, until: str, org: str, subject: str) -> str | None:
     """Scan the stream tail the archive does not hold yet (normally short)."""
     scanned = 0
     while stream_id_key(after) < stream_id_key(until):
-        # TODO(EventLog): a read of raw entries (or of (org, subject) only) after a position, up to a bound.
-        entries = stream_range(log, partition, f"({after}", until, 1000)
-        for sid, fields in entries:
-            body = orjson.loads(fields.get(b"e", b"{}"))
-            if body.get("org_id") == org and body.get("subject_id") == subject:
+        # Undecoded entries: only two envelope fields are looked at, so no event is upcast.
+        entries = log.read_entries(partition, after, SCAN_PAGE, until)
+        for _, sid, fields in entries:
+            if _subject_of(fields) == (org, subject):
                 return sid
         scanned += len(entries)
-        if len(entries) < 1000:
+        if len(entries) < SCAN_PAGE:
             return None
         if scanned >= ORDER_SCAN_LIMIT:
             raise RedriveRefused(f"the stream tail past the archive is over {ORDER_SCAN_LIMIT} events; cannot check "
                                  "the order cheaply: let the archive projector catch up, or rebuild")
-        after = entries[-1][0]
+        after = entries[-1][1]
     return None
 
 
-def _failed(reader: psycopg.Connection[Any], letter: DeadLetter, error: str) -> RedriveOutcome:
-    dead_letters.record_failure(reader, letter.id, error)
+def _subject_of(fields: dict[Any, Any]) -> tuple[object, object]:
+    """(org_id, subject_id) of an undecoded entry, read from its body `e` (see `ledger.eventlog.Entry`)."""
+    body = orjson.loads(fields.get(b"e", b"{}"))
+    return body.get("org_id"), body.get("subject_id")
+
+
+def _failed(reads: RedriveReads, letter: DeadLetter, error: str) -> RedriveOutcome:
+    reads.record_failure(letter.id, error)
     return RedriveOutcome(letter, "failed", error)

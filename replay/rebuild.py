@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
 from ledger import Settings, open_log
-from ledger.archive import HistoryGap, archive_estimate, newest_archived, read_from, stream_range, trimmed_through
+from ledger.archive import HistoryGap, archive_estimate, newest_archived, read_from, trimmed_through
 from ledger.errors import ConfigurationError, EventError, PoisonEvent, ProjectionError
 from ledger.events import RecordedEvent, stream_id_key
 from ledger.log import RedisEventLog
@@ -320,11 +320,10 @@ def estimate_events(settings: Settings, log: RedisEventLog, partition: int, afte
 
 def _stream_estimate(log: RedisEventLog, partition: int, after: str, bound: str | None) -> int:
     """Stream entries in (after, bound], estimated from XLEN and the ids' time span."""
-    # TODO(EventLog): first(partition): the id of the partition's oldest entry.
-    length, first, head = log.length(partition), stream_range(log, partition, "-", "+", 1), log.head(partition)
-    if not length or not first or head is None:
+    length, first, head = log.length(partition), log.first(partition), log.head(partition)
+    if not length or first is None or head is None:
         return 0
-    lo, hi = stream_id_key(first[0][0])[0], stream_id_key(head)[0]
+    lo, hi = stream_id_key(first)[0], stream_id_key(head)[0]
     start = max(stream_id_key(after)[0], lo)
     end = min(stream_id_key(bound)[0], hi) if bound else hi
     if end < start:

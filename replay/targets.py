@@ -16,7 +16,7 @@ __all__ = ["lock_keys", "open_target"]
 
 def open_target(settings: Settings, name: str, kind: str = "rebuild") -> Shadow:
     """The rebuild target of projection `name`; `kind` names the shadow (rebuild | verify)."""
-    return projection_class(name, settings).shadow(settings, kind)
+    return projection_class(name).shadow(settings, kind)
 
 
 def lock_keys(settings: Settings, name: str, kind: str, partitions: list[int]) -> list[str]:

@@ -13,8 +13,9 @@ Per partition the trim point (XTRIM MINID, never MAXLEN) is the smallest of:
 A partition whose archive lacks events the stream still holds, with no dead letter for
 them (rows deleted by hand: `ledger.archive.coverage` counts them), is not trimmed at all.
 Everything below the point is in the archive, so rebuilds (which read the archive, then
-the stream) still see the full history. `replay/lua/trim.lua` trims and records the
-newest removed id, which history readers use to detect a gap instead of skipping events.
+the stream) still see the full history. The trim itself is the log's own operation
+(`EventLog.trim`): it removes the entries and records the newest removed id in one atomic
+step, and history readers use that mark to detect a gap instead of skipping events.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import time
 from dataclasses import dataclass, replace
 
 from ledger import Settings, open_log
-from ledger.archive import coverage, known_gaps, trimmed_key
+from ledger.archive import coverage, known_gaps
 from ledger.events import stream_id_key
 from ledger.log import RedisEventLog
 from ledger.postgres import connection, sync_commit
-from ledger.scripts import LuaScript
 from projections.postgres import checkpoint_table
 from projections.registry import PROJECTIONS, open_projection
 
@@ -51,9 +51,12 @@ class TrimPoint:
 
 def plan_trim(settings: Settings, older_than_days: float, now_ms: int | None = None) -> list[TrimPoint]:
     """Where each partition would be trimmed; reads only."""
-    log = open_log(settings)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    limits, refusals = _limits(settings, log)
+    log = open_log(settings)
+    try:
+        limits, refusals = _limits(settings, log)
+    finally:
+        log.close()
     points = []
     for p in range(log.partitions):
         if p in refusals:
@@ -134,17 +137,17 @@ def _other_consumers(settings: Settings, known: set[str]) -> list[tuple[str, dic
 
 
 def trim(settings: Settings, older_than_days: float, now_ms: int | None = None) -> list[TrimPoint]:
-    log = open_log(settings)
-    # TODO(EventLog): trim(partition, below) -> (removed, trimmed through): trimming is the log's
-    # own operation (trim.lua, and the mark `ledger.archive.trimmed_key` reads, move to ledger/).
-    script = LuaScript(log.client, "trim.lua", package="replay")
+    """Trim every partition at its `plan_trim` point; what each trim removed, and its mark."""
     out = []
-    for point in plan_trim(settings, older_than_days, now_ms):
-        if point.min_id is None:
-            out.append(point)
-            continue
-        removed, mark = script.run([log.keys.stream(point.partition), trimmed_key(log.keys, point.partition)],
-                                   [point.min_id])
-        text = mark.decode() if isinstance(mark, bytes) else str(mark)
-        out.append(replace(point, removed=int(removed), trimmed_through=text or None))
+    points = plan_trim(settings, older_than_days, now_ms)
+    log = open_log(settings)
+    try:
+        for point in points:
+            if point.min_id is None:
+                out.append(point)
+                continue
+            done = log.trim(point.partition, point.min_id)
+            out.append(replace(point, removed=done.removed, trimmed_through=done.mark))
+    finally:
+        log.close()
     return out

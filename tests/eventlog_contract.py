@@ -23,7 +23,7 @@ import pytest
 
 from ledger import events as ev
 from ledger.archive import HistoryGap
-from ledger.codec import encode
+from ledger.codec import decode_entry, encode
 from ledger.errors import CommandError, SubjectExists, SubjectForgotten, UnknownSubject, VersionConflict
 from ledger.eventlog import Append, EventLog, Kind, Mode, Outcome, Receipt, Subject, SubjectState, Trimmed
 from ledger.events import RecordedEvent, stream_id_key
@@ -329,6 +329,17 @@ class EventLogContract:
         [(partition, stream_id, fields)] = log.wait_entries({receipt.partition: "0-0"}, 10, 100)
         assert (partition, stream_id) == (receipt.partition, receipt.stream_id)
         assert fields  # the stored form, decoded by ledger.codec.decode_entry
+
+    def test_read_entries_are_the_undecoded_form_of_read(self, log: EventLog) -> None:
+        p = log.partition_of(ORG, "a1")
+        stream = self._fill(log, 6)
+        entries = log.read_entries(p, after=stream[1], count=3)
+        assert [(partition, sid) for partition, sid, _ in entries] == [(p, sid) for sid in stream[2:5]]
+        # Decoded, they are exactly what `read` returns for the same range.
+        assert [decode_entry(*entry) for entry in entries] == log.read(p, after=stream[1], count=3)
+        assert [sid for _, sid, _ in log.read_entries(p, after=stream[1], until=stream[3])] == stream[2:4]
+        assert log.read_entries(p, after=stream[-1]) == []
+        assert all(log.read_entries(q) == [] for q in range(log.partitions) if q != p)
 
     # -- trimming and history --------------------------------------------------------------
 

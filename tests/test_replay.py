@@ -22,7 +22,7 @@ from ledger.errors import OutdatedReadModel, PoisonEvent
 from ledger.events import Event, MemoryStored, RecordedEvent
 from projections import PROJECTIONS, MemoryQuery, open_memory_store, run_projection
 from projections.postgres.memories import MemoriesProjection
-from projections.registry import Factory
+from projections.base import ProjectionClass
 from replay import Snapshot, open_target
 from replay.deadletters import redrive
 from replay.rebuild import Progress, plan_rebuild, rebuild
@@ -316,18 +316,18 @@ class MemoriesV2(MemoriesProjection):
 
 
 @pytest.fixture
-def registry() -> Iterator[dict[str, Factory]]:
+def registry() -> Iterator[dict[str, ProjectionClass]]:
     saved = dict(PROJECTIONS)
     yield PROJECTIONS
     PROJECTIONS.clear()
     PROJECTIONS.update(saved)
 
 
-def _use(registry: dict[str, Factory], cls: type[MemoriesProjection]) -> None:
-    registry["memories"] = cls  # type: ignore[assignment]
+def _use(registry: dict[str, ProjectionClass], cls: type[MemoriesProjection]) -> None:
+    registry["memories"] = cls  # the registry maps names to classes
 
 
-def test_status_shows_lag_version_state_and_dead_letters(ledger_1k: Settings, registry: dict[str, Factory]) -> None:
+def test_status_shows_lag_version_state_and_dead_letters(ledger_1k: Settings, registry: dict[str, ProjectionClass]) -> None:
     settings = ledger_1k
     rows = status(settings)
     assert {(r.projection, r.state, r.version, r.lag, r.dead_letters) for r in rows} == {
@@ -349,7 +349,7 @@ def _live_checkpoint(settings: Settings, partition: int) -> str:
                "partition = %s", partition)[0][0]
 
 
-def test_dead_letters_are_redriven_in_order_or_refused(ledger_1k: Settings, registry: dict[str, Factory]) -> None:
+def test_dead_letters_are_redriven_in_order_or_refused(ledger_1k: Settings, registry: dict[str, ProjectionClass]) -> None:
     settings, bus = ledger_1k, open_bus(ledger_1k)
     # Given a projector with a bug that dead-letters two stores; one memory is updated afterwards
     _use(registry, BuggyMemories)

@@ -124,7 +124,7 @@ def _kill_all(up: Up) -> None:
 
 def _wait_for_projectors(up: Up, settings: Settings) -> None:
     log = open_log(settings)
-    lease_keys = [Leases(log.client, log.keys, name, 1000).key(p) for name in PROJECTIONS
+    lease_keys = [Leases(log, name, 1000).key(p) for name in PROJECTIONS
                   for p in range(settings.partitions)]
 
     def ready() -> bool:

@@ -1,6 +1,6 @@
 """How cost grows with history size: rebuild time and throughput at 10k, 100k (300k and 1M) events.
 
-Each size gets a namespace of its own (see `replay.bench.measure`): a seeded history is
+Each size gets a namespace of its own (see `rebuild_bench.measure`): a seeded history is
 loaded into the archive with one COPY (the raw limit, timed) and the memories read model
 is rebuilt from it. The chart shows rebuild time against size on log-log axes with the
 line a perfectly linear cost would follow, and both rates against size.
@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ledger import Settings
-from replay.bench import Figures, measure
+
+from .rebuild_bench import Figures, measure
 
 SIZES = (10_000, 100_000)
 LARGE_SIZES = (10_000, 100_000, 300_000, 1_000_000)

@@ -58,7 +58,8 @@ from ledger.scripts import LuaScript
 from ledger.settings import Settings
 
 from ..fold import MemoryChange
-from ..query import Clock, MemoryQuery, MemoryStore, QueryResult, Row, utc_now
+from ..postgres.memory_store import MemoryStore
+from ..query import Clock, MemoryQuery, QueryResult, Row, utc_now
 from .calls import call, pipelined
 from .keys import text
 

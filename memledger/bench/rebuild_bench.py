@@ -1,45 +1,44 @@
 """How fast a rebuild replays history, against a raw COPY of the same events in the same run.
 
-    python -m replay.bench --events 100000 300000 1000000
+    python -m memledger.bench.rebuild_bench --events 100000 300000 1000000
 
 For each size, in a namespace of its own on the configured servers (MEMLEDGER_* variables;
 deleted afterwards): generate a seeded store-heavy history (70% stores, then updates,
 tags, recalls, forgets over 24 agents in 4 orgs), load 99% of it into the event archive
-with one COPY (timed: the raw COPY figure) and XADD the last 1% to the streams (so the
-rebuild crosses from archive to stream, as after a trim), then time
+with one COPY (timed: the raw COPY figure) and the last 1% into the streams (`EventLog.load`,
+so the rebuild crosses from archive to stream, as after a trim), then time
 `replay.rebuild(settings, "memories")`: shadow schema, replay, catch-up, swap.
 Rebuild time should grow linearly with history size: the per-event time is printed too.
+`memledger bench-scaling` runs the same measurement over a range of sizes (`scaling`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
-import resource
-import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
-import psycopg
-import redis
 
 from ledger import Settings, open_log
 from ledger.archive import copy_rows
-from ledger.connections import connect_redis
 from ledger.partitions import partition_for
-from ledger.postgres import connect, connection
+from ledger.postgres import connection
 from projections.postgres import migrate
+from replay.rebuild import BATCH, rebuild
 
-from .rebuild import BATCH, rebuild
+from .cpu_meter import CpuMeter
+from .sandbox import drop_namespace
+
+__all__ = ["Figures", "Row", "history", "load", "main", "measure", "namespace"]
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 EPOCH_MS = int(EPOCH.timestamp() * 1000)
@@ -123,7 +122,8 @@ def _step(rng: random.Random, live: list[str], i: int) -> tuple[str, dict[str, A
 
 
 def load(settings: Settings, rows: Sequence[Row]) -> float:
-    """COPY the archived part into event_archive (timed) and XADD the rest; the COPY's seconds."""
+    """COPY the archived part into event_archive (timed) and load the rest into the streams
+    as it is (`EventLog.load`: given ids, no append checks); the COPY's seconds."""
     cut = int(len(rows) * (1 - STREAM_SHARE))
     with connection(settings) as conn:
         started = time.perf_counter()
@@ -132,104 +132,26 @@ def load(settings: Settings, rows: Sequence[Row]) -> float:
                           r.event["occurred_at"], orjson.dumps(r.event).decode()) for r in rows[:cut]))
         conn.commit()
         seconds = time.perf_counter() - started
+    streams: dict[int, list[tuple[str, int, bytes]]] = defaultdict(list)
+    for r in rows[cut:]:
+        streams[r.partition].append((f"{r.ms}-0", r.version, orjson.dumps(r.event)))
     log = open_log(settings)
-    # TODO(EventLog): a bulk load of history (entries with given ids) for benchmarks and imports.
-    with log.client.pipeline(transaction=False) as pipe:
-        for r in rows[cut:]:
-            pipe.xadd(log.keys.stream(r.partition), {"v": r.version, "e": orjson.dumps(r.event)}, id=f"{r.ms}-0")
-        pipe.execute()
+    try:
+        for partition, entries in streams.items():
+            log.load(partition, entries)
+    finally:
+        log.close()
     return seconds
 
 
 @contextmanager
 def namespace(base: Settings) -> Iterator[Settings]:
+    """A fresh namespace on the configured servers, every key and schema of it dropped afterwards."""
     settings = base.model_copy(update={"namespace": "rb" + uuid.uuid4().hex[:10]})
     try:
         yield settings
     finally:
-        client = connect_redis(settings)
-        for pattern in (f"{{{settings.namespace}:*", f"{{{settings.namespace}}}*"):
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i:i + 500])
-        client.close()
-        with connection(settings, "", autocommit=True) as conn:
-            for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
-                                          (settings.db_schema, settings.db_schema + "\\_%")).fetchall():
-                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-#: How often the meter reads its backends' CPU: a backend that lives shorter than this
-#: (a tiny rebuild's) may be missed, so keep it well below a small rebuild's duration.
-POLL_S = 0.02
-
-
-class CpuMeter:
-    """CPU seconds of this process (and its workers), of the PostgreSQL backends it talks to
-    and, given a client, of the Redis server.
-
-    The machine may be shared (CI, other work), so wall time alone misleads; CPU time
-    does not, and it shows where a figure's ceiling is: N cores cannot run more than N
-    CPU-seconds a second. Backends are found by application_name (PGAPPNAME, set for this
-    process while the meter runs, so only connections opened inside it are counted) and
-    read from /proc while they live, so it only works with PostgreSQL on this host; with
-    `postgres=False` (work that opens no backend) nothing is polled, so the meter adds no
-    queries and no thread to what it measures. The Redis figure is the server's own
-    account (INFO cpu), everything it did meanwhile.
-    """
-
-    def __init__(self, settings: Settings, redis_client: redis.Redis | None = None, postgres: bool = True):
-        self.settings, self.app, self.redis = settings, f"replay-bench-{os.getpid()}", redis_client
-        self._ticks: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True) if postgres else None
-        self.python_s = self.postgres_s = self.redis_s = 0.0
-
-    def __enter__(self) -> CpuMeter:
-        self._previous_app = os.environ.get("PGAPPNAME")
-        os.environ["PGAPPNAME"] = self.app
-        self._started = time.process_time() + _children_cpu()
-        self._redis_started = self._redis_cpu()
-        if self._thread is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.python_s = time.process_time() + _children_cpu() - self._started
-        self.postgres_s = sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
-        self.redis_s = self._redis_cpu() - self._redis_started
-        if self._previous_app is None:
-            os.environ.pop("PGAPPNAME", None)
-        else:
-            os.environ["PGAPPNAME"] = self._previous_app
-
-    def _redis_cpu(self) -> float:
-        if self.redis is None:
-            return 0.0
-        info: Any = self.redis.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-    def _poll(self) -> None:
-        # Polled, not read once at the end: a backend's counters vanish with it.
-        with connect(self.settings, "", autocommit=True, application_name="replay-bench-meter") as conn:
-            while not self._stop.wait(POLL_S):
-                self._read_backends(conn)
-            self._read_backends(conn)
-
-    def _read_backends(self, conn: psycopg.Connection[Any]) -> None:
-        for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                                   (self.app,)).fetchall():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                self._ticks[pid] = max(self._ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes, once joined
-    return usage.ru_utime + usage.ru_stime
+        drop_namespace(settings)
 
 
 def measure(base: Settings, events: int, batch: int = BATCH, workers: int = 1) -> Figures:
