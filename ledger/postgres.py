@@ -16,7 +16,7 @@ from ledger.errors import NotMigrated
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -24,11 +24,20 @@ from psycopg.rows import tuple_row
 from .errors import ConfigurationError, InvalidQuery, StoreUnavailable
 from .settings import Settings
 
-__all__ = ["DATA_ERRORS", "LOCK_TIMEOUT_MS", "NotMigrated", "advisory_locks", "connect", "connection",
-           "is_migrated", "query_errors", "sync_commit", "translated"]
+__all__ = ["DATA_ERRORS", "DRIVER_ERRORS", "LOCK_TIMEOUT_MS", "Connection", "Cursor", "NotMigrated",
+           "advisory_locks", "connect", "connection", "is_migrated", "query_errors", "sync_commit", "translated"]
+
+#: An open connection, as `connect` returns it. Modules that hand a connection on to an
+#: adapter without running SQL themselves annotate with these names and import no driver.
+Connection: TypeAlias = psycopg.Connection[Any]
+#: A cursor of a `Connection` (a projection's `write` gets one inside its batch's transaction).
+Cursor: TypeAlias = psycopg.Cursor[Any]
 
 #: psycopg errors that mean "this event's data was refused", not "the store failed".
 DATA_ERRORS: tuple[type[psycopg.Error], ...] = (psycopg.DataError, psycopg.IntegrityError)
+#: Every error the driver raises: for a best-effort read that reports "unknown" instead of
+#: failing its caller (an ingest's queue position), never for deciding what to retry.
+DRIVER_ERRORS: tuple[type[Exception], ...] = (psycopg.Error,)
 #: How long a statement waits for a table lock before giving up (swaps, verify's alignment).
 LOCK_TIMEOUT_MS = 10_000
 

@@ -30,12 +30,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ledger import Settings
+from ledger.connections import connect_redis
 from ledger.errors import CommandError, ConfigurationError, InvalidQuery, LedgerError, NotPermitted
 
-from . import app_queries as q
 from .log_reader import EventFilter, follow, newest, oldest, partitions_for
 from .servers import ServerStatus, server_status, stop_servers
 from .views import Health, LedgerInfo, MemoryView, PartitionInfo, ShadowDropped
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from projections.history import HistoryEntry
     from projections.redis import AnalyticsReport, CachedMemoryStore, TrendingReport
     from projections.status import PartitionLag
-    from redis import Redis
     from replay.deadletters import DeadLetter, RedriveOutcome
     from replay.rebuild import Progress, RebuildPlan, RebuildResult
     from replay.status import StatusRow
@@ -64,6 +63,35 @@ __all__ = ["App", "NotPermitted"]
 Row = dict[str, Any]
 #: How long `wait_for` waits for a read model by default, in seconds.
 WAIT_TIMEOUT_S = 5.0
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+class _OnFirstUse(Generic[_C]):
+    """A connection that `opener` opens on first use and `close()` closes (the next use reopens it).
+
+    Its type is whatever `opener` returns, so the App holds a driver's client without naming
+    (or importing) the driver.
+    """
+
+    def __init__(self, opener: Callable[[], _C]):
+        self._opener = opener
+        self._opened: _C | None = None
+
+    def get(self) -> _C:
+        if self._opened is None:
+            self._opened = self._opener()
+        return self._opened
+
+    def close(self) -> None:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            opened.close()
 
 
 class App:
@@ -85,7 +113,7 @@ class App:
         self._log: RedisEventLog | None = None
         self._buses: dict[bool, CommandBus] = {}
         self._store: CachedMemoryStore | None = None
-        self._redis: Redis | None = None
+        self._redis = _OnFirstUse(lambda: connect_redis(settings))  # for the Redis read models
         self._projections: dict[str, Projection] = {}
         self._queue: SessionQueue | None = None
         self._no_queue = False  # queue positions cannot be told here (no read models): not asked again
@@ -113,9 +141,8 @@ class App:
             self._log.close()
         if self._store is not None:
             self._store.close()
-        if self._redis is not None:
-            self._redis.close()
-        self._log, self._buses, self._store, self._redis, self._projections = None, {}, None, None, {}
+        self._redis.close()
+        self._log, self._buses, self._store, self._projections = None, {}, None, {}
         self._queue, self._no_queue = None, False
 
     # -- connections, each opened once -------------------------------------------------------
@@ -149,17 +176,12 @@ class App:
         return self._store
 
     def _require_schema(self, store: CachedMemoryStore) -> None:
-        if not q.schema_migrated(store.conn, self.settings.db_schema):
+        from ledger.postgres import is_migrated
+
+        if not is_migrated(store.conn, self.settings.db_schema):
             raise ConfigurationError(
                 f"namespace {self.settings.namespace!r} has no read models yet (PostgreSQL schema "
                 f"{self.settings.db_schema!r} was never migrated); run `memledger migrate` first")
-
-    def _redis_client(self) -> Redis:
-        if self._redis is None:
-            from ledger.connections import connect_redis
-
-            self._redis = connect_redis(self.settings)
-        return self._redis
 
     def _projection(self, name: str) -> Projection:
         if name not in self._projections:
@@ -252,7 +274,7 @@ class App:
         except LedgerError:
             self._no_queue = True
             return None
-        return q.queue_position(self._queue, receipt)
+        return self._queue.estimate(receipt)
 
     def wait_for(self, receipt: Receipt, timeout: float = WAIT_TIMEOUT_S, projection: str = "memories") -> None:
         """Return once `projection` has applied the receipt's position (read-your-writes); `Timeout` else."""
@@ -317,7 +339,7 @@ class App:
 
     def hierarchy(self, query: HierarchyQuery) -> list[Row]:
         """Sessions (raw), their summaries and the discrete memories under them, newest first."""
-        from projections.hierarchy import hierarchy
+        from projections.postgres.hierarchy_reads import hierarchy
 
         scoped = replace(query, org_id=self._org(query.org_id), agent_id=self._agent(query.agent_id))
         try:
@@ -333,7 +355,7 @@ class App:
 
         s = self.settings
         try:
-            return Trending(self._redis_client(), s.namespace, s.partitions).top(self._org(org), hours, top, until)
+            return Trending(self._redis.get(), s.namespace, s.partitions).top(self._org(org), hours, top, until)
         except ValueError as e:
             raise InvalidQuery(str(e)) from None
 
@@ -358,7 +380,7 @@ class App:
 
         s = self.settings
         try:
-            return Analytics(self._redis_client(), s.namespace, s.partitions).report(self._org(org), since, until)
+            return Analytics(self._redis.get(), s.namespace, s.partitions).report(self._org(org), since, until)
         except ValueError as e:
             raise InvalidQuery(str(e)) from None
 
@@ -370,14 +392,14 @@ class App:
         if agent is None:
             raise InvalidQuery("a feed belongs to one agent: name it")
         s = self.settings
-        return ActivityFeed(self._redis_client(), s.namespace, s.partitions).recent(org, agent, limit)
+        return ActivityFeed(self._redis.get(), s.namespace, s.partitions).recent(org, agent, limit)
 
     def watch(self, org: str | None, stop: threading.Event) -> Iterator[dict[str, Any]]:
         """An org's events as the activity projector applies them, until `stop` is set."""
         from projections.redis import watch
 
         org = self._org(org)
-        for event in watch(self._redis_client(), self.settings.namespace, org, stop):
+        for event in watch(self._redis.get(), self.settings.namespace, org, stop):
             if self.agent in (None, event.get("agent")):
                 yield event
 
@@ -385,7 +407,7 @@ class App:
 
     def session(self, org: str | None, session_id: str, agent: str | None = None) -> SessionTree:
         """One session: status, summary, the memories extracted from it, its transcript."""
-        from projections.hierarchy import session_tree
+        from projections.postgres.hierarchy_reads import session_tree
 
         return session_tree(self._memories().conn, self._org(org), session_id, self._agent(agent))
 
@@ -459,7 +481,7 @@ class App:
         try:
             partitions = tuple(PartitionInfo(p, log.length(p), log.head(p)) for p in range(log.partitions))
             server = log.server()
-            cache = cache_stats(self._redis_client(), self.settings.namespace)
+            cache = cache_stats(self._redis.get(), self.settings.namespace)
         finally:
             log.close()
         return LedgerInfo(self.settings.namespace, partitions, server.version, server.persistence,
@@ -467,8 +489,10 @@ class App:
 
     def health(self) -> Health:
         """Whether Redis and PostgreSQL answer (and how fast), and whether the namespace is migrated."""
-        postgresql, migrated = q.probe_postgres(self.settings)
-        return Health(q.probe_redis(self.settings), postgresql, migrated)
+        from ledger.health import probe_postgres, probe_redis
+
+        postgresql, migrated = probe_postgres(self.settings)
+        return Health(probe_redis(self.settings), postgresql, migrated)
 
     def migrate(self) -> None:
         """Apply the Alembic revisions in migrations/ to the namespace's schema."""

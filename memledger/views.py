@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .app_queries import Probe
+from ledger.health import Probe
 
 if TYPE_CHECKING:
     from ledger.durability import Persistence

@@ -204,3 +204,12 @@ def test_a_never_migrated_namespace_is_one_configuration_error(settings: Setting
                 read()
         assert app.health().migrated is False
     assert ledger_length(settings) == 0  # the ingest was refused before appending
+
+
+def test_health_reports_an_unreachable_postgresql_in_the_drivers_words(settings: Settings) -> None:
+    nowhere = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/test"})
+    with App.open(nowhere) as app:
+        health = app.health()
+    assert health.redis.ok and not health.postgresql.ok and health.migrated is None and not health.ok
+    # The detail is the driver's own first line (the probe's ok=False already says "unreachable")
+    assert "127.0.0.1" in health.postgresql.detail and not health.postgresql.detail.startswith("PostgreSQL is")

@@ -26,9 +26,10 @@ from ledger.log import Receipt
 from memledger.cli import app
 from memledger.cli.common import settings as cli_settings
 from projections import run_projection
-from projections.hierarchy import HierarchyQuery, SessionNotFound, hierarchy, session_tree
+from projections.hierarchy import HierarchyQuery, SessionNotFound
 from projections.postgres import migrate
 from projections.postgres.base import connect
+from projections.postgres.hierarchy_reads import hierarchy, session_tree
 from workers.broker import SESSIONS_QUEUE, WorkerKeys
 from workers.enqueuer import NAME as ENQUEUER
 from workers.enqueuer import run_enqueuer

@@ -28,10 +28,11 @@ from ledger import events as ev
 from ledger import open_log
 from ledger.events import stream_id_key
 from ledger.eventlog import EventLog, Receipt
+from ledger.postgres import connect
 from ledger.settings import Settings
 from projections import run_projection
+from projections.postgres import checkpoint_table
 from projections.postgres import migrate as migrations
-from projections.postgres.base import connect
 
 from .enqueuer import run_enqueuer
 from .sample import sessions as sample_sessions
@@ -99,19 +100,13 @@ class CheckpointPoller(threading.Thread):
         self.moves: dict[int, list[tuple[float, str]]] = {}
 
     def run(self) -> None:
-        from ledger.connections import database_url
-
-        conn = connect(database_url(self.settings), self.settings.db_schema, autocommit=True)
-        try:
+        with connect(self.settings, autocommit=True) as conn:
             while not self.stop.wait(0.005):
                 now = time.time() * 1000
-                for p, sid in conn.execute("SELECT partition, stream_id FROM projection_checkpoints"
-                                           " WHERE projection = 'memories'").fetchall():
-                    moves = self.moves.setdefault(int(p), [])
+                for p, sid in checkpoint_table.read(conn, "memories").items():
+                    moves = self.moves.setdefault(p, [])
                     if not moves or moves[-1][1] != sid:
-                        moves.append((now, str(sid)))
-        finally:
-            conn.close()
+                        moves.append((now, sid))
 
     def visible_at(self, partition: int, stream_id: str) -> float | None:
         target = stream_id_key(stream_id)

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import dramatiq
@@ -31,6 +30,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from ledger.connections import redis_url
+from ledger.errors import StoreUnavailable
 from ledger.settings import Settings
 
 SESSIONS_QUEUE = "sessions"
@@ -86,10 +86,13 @@ def message(queue: str, actor: str, kwargs: dict[str, Any], message_id: str | No
     return built if message_id is None else built.copy(message_id=message_id)
 
 
-def count_day(client: redis.Redis, keys: WorkerKeys, what: str, at: datetime | None = None) -> None:
-    """Add one to today's `processed` or `failed` counter."""
-    day = (at or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
-    client.hincrby(keys.daily, f"{day}:{what}", 1)
+def enqueue(broker: dramatiq.Broker, built: dramatiq.Message[Any], who: str) -> None:
+    """Put one message on its queue; Redis out of reach is StoreUnavailable (which the
+    projector runtime retries), naming `who` was enqueueing."""
+    try:
+        broker.enqueue(built)
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise StoreUnavailable(f"{who}: Redis is unreachable while enqueueing: {e}") from e
 
 
 class Heartbeat(Middleware):
@@ -154,4 +157,4 @@ class Heartbeat(Middleware):
 
 
 __all__ = ["MAINTENANCE_QUEUE", "PROCESS_SESSION", "QUEUES", "RUN_MAINTENANCE", "SESSIONS_QUEUE", "SESSION_FAILED",
-           "Heartbeat", "WorkerKeys", "count_day", "make_broker", "message"]
+           "Heartbeat", "WorkerKeys", "enqueue", "make_broker", "message"]

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import psycopg
-import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq import Broker
 
 from ledger import open_log
 from ledger.connections import database_url
-from ledger.errors import StoreUnavailable
 from ledger.events import RecordedEvent
 from ledger.settings import Settings
 from projections.lease import Leases
 from projections.postgres.base import PostgresProjection
 from projections.runtime import Projector, ProjectorOptions, RunStats
 
-from .broker import make_broker
+from .broker import enqueue, make_broker
 from .jobs import job_for
+
+if TYPE_CHECKING:
+    from ledger.postgres import Cursor
 
 NAME = "session_enqueuer"
 
@@ -46,24 +47,21 @@ class SessionEnqueuer(PostgresProjection):
     version = 1
     tables = ()
 
-    def __init__(self, conninfo: str, schema: str, broker: RedisBroker):
+    def __init__(self, conninfo: str, schema: str, broker: Broker):
         self.broker = broker
         self.enqueued = 0
         super().__init__(conninfo, schema)
 
-    def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
+    def write(self, cur: Cursor, events: Sequence[RecordedEvent]) -> None:
         # Runs inside the checkpoint's transaction: if enqueueing fails, nothing commits.
-        try:
-            for record in events:
-                job = job_for(record)
-                if job is not None:
-                    self.broker.enqueue(job.message())
-                    self.enqueued += 1
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise StoreUnavailable(f"{NAME}: Redis is unreachable while enqueueing: {e}") from e
+        for record in events:
+            job = job_for(record)
+            if job is not None:
+                enqueue(self.broker, job.message(), NAME)
+                self.enqueued += 1
 
 
-def open_enqueuer(settings: Settings, broker: RedisBroker | None = None) -> SessionEnqueuer:
+def open_enqueuer(settings: Settings, broker: Broker | None = None) -> SessionEnqueuer:
     return SessionEnqueuer(database_url(settings), settings.db_schema, broker or make_broker(settings))
 
 

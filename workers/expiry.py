@@ -18,20 +18,20 @@ model catches up (it would find its own, not yet projected, work again).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
-
-import psycopg
-from psycopg.rows import tuple_row
+from typing import TYPE_CHECKING
 
 from commands.bus import CommandBus
 from commands.models import Command, ExpireMemory, PurgeTranscript
 from ledger.errors import RateLimited
 from ledger.eventlog import Outcome, Receipt
 
-PAGE = 500
+from .pg_reads import due_memories, old_transcripts
+
+if TYPE_CHECKING:
+    from ledger.postgres import Connection
+
 ACTOR = "worker/maintenance"
 
 
@@ -55,35 +55,11 @@ class MaintenanceReport:
                 self.skipped += 1
 
 
-def _pages(conn: psycopg.Connection[Any], sql: str, args: tuple[Any, ...]) -> Iterator[list[tuple[Any, ...]]]:
-    """Keyset pagination: `sql` takes (*args, *last key, limit) and orders by its first four columns."""
-    last: tuple[Any, ...] = (datetime(1970, 1, 1, tzinfo=timezone.utc), "", "", "")
-    while True:
-        rows = conn.cursor(row_factory=tuple_row).execute(sql, (*args, *last, PAGE)).fetchall()
-        if not rows:
-            return
-        yield rows
-        last = tuple(rows[-1][:4])
-
-
-_DUE_MEMORIES = """
-SELECT expires_at, org_id, agent_id, memory_id, version FROM memories
-WHERE expires_at <= %s AND (expires_at, org_id, agent_id, memory_id) > (%s, %s, %s, %s)
-ORDER BY expires_at, org_id, agent_id, memory_id LIMIT %s
-"""
-
-_OLD_TRANSCRIPTS = """
-SELECT ingested_at, org_id, agent_id, session_id FROM sessions
-WHERE transcript IS NOT NULL AND ingested_at < %s AND (ingested_at, org_id, agent_id, session_id) > (%s, %s, %s, %s)
-ORDER BY ingested_at, org_id, agent_id, session_id LIMIT %s
-"""
-
-
-def expire_due(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime,
+def expire_due(bus: CommandBus, conn: Connection, now: datetime,
                report: MaintenanceReport | None = None) -> MaintenanceReport:
     """Expire every memory whose `expires_at` is at or before `now` (as the read model has it)."""
     report = report or MaintenanceReport()
-    for rows in _pages(conn, _DUE_MEMORIES, (now,)):
+    for rows in due_memories(conn, now):
         commands: list[Command] = [
             ExpireMemory(org_id=org, agent_id=agent, memory_id=memory, expires_at=expires, expected_version=version,
                          idempotency_key=f"expire/{memory}/v{version}", actor=ACTOR)
@@ -92,11 +68,11 @@ def expire_due(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime,
     return report
 
 
-def purge_transcripts(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime, retention_days: int,
+def purge_transcripts(bus: CommandBus, conn: Connection, now: datetime, retention_days: int,
                       report: MaintenanceReport | None = None) -> MaintenanceReport:
     """Purge the raw transcripts of sessions ingested more than `retention_days` before `now`."""
     report = report or MaintenanceReport()
-    for rows in _pages(conn, _OLD_TRANSCRIPTS, (now - timedelta(days=retention_days),)):
+    for rows in old_transcripts(conn, now - timedelta(days=retention_days)):
         commands: list[Command] = [
             PurgeTranscript(org_id=org, agent_id=agent, session_id=session, retention_days=retention_days,
                             idempotency_key=f"purge/{session}", actor=ACTOR)
@@ -105,7 +81,7 @@ def purge_transcripts(bus: CommandBus, conn: psycopg.Connection[Any], now: datet
     return report
 
 
-def run_maintenance(bus: CommandBus, conn: psycopg.Connection[Any], retention_days: int,
+def run_maintenance(bus: CommandBus, conn: Connection, retention_days: int,
                     now: datetime | None = None) -> MaintenanceReport:
     """One round of expiry and retention."""
     now = now or datetime.now(timezone.utc)

@@ -10,21 +10,27 @@ messages concurrently, so it is an order of magnitude, not a promise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import psycopg
-from psycopg.rows import tuple_row
+from typing import TYPE_CHECKING
 
 from commands.bus import CommandBus
 from commands.models import IngestSession, RetrySession
 from ledger.archive import find_event
-from ledger.errors import InvalidCommand
+from ledger.errors import InvalidCommand, LedgerError
 from ledger.eventlog import Receipt
 from ledger.events import stream_id_key
+from ledger.postgres import DRIVER_ERRORS as POSTGRES_ERRORS
 from projections.query import NotFound
 
-from .broker import WorkerKeys
-from .status import enqueuer_checkpoints, jobs_before, queue_depth
+from .pg_reads import session_owners
+from .queue_keys import DRIVER_ERRORS as REDIS_ERRORS
+from .queue_keys import WorkerRedis
+from .status import enqueuer_checkpoints, jobs_before
+
+if TYPE_CHECKING:
+    from ledger.postgres import Connection
+
+#: What `estimate` turns into "unknown": the project's errors, and whatever either driver raises.
+ESTIMATE_ERRORS: tuple[type[Exception], ...] = (LedgerError, *POSTGRES_ERRORS, *REDIS_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,8 @@ class Ticket:
 class SessionQueue:
     """Ingest and retry sessions through `bus`; `conn` (autocommit) reads checkpoints and sessions."""
 
-    def __init__(self, bus: CommandBus, conn: psycopg.Connection[Any]):
+    def __init__(self, bus: CommandBus, conn: Connection):
         self.bus, self.conn = bus, conn
-        self.keys = WorkerKeys(bus.log.namespace)
 
     def ingest(self, command: IngestSession) -> Ticket:
         receipt = self.bus.send(command)
@@ -48,12 +53,20 @@ class SessionQueue:
     def position(self, receipt: Receipt) -> int:
         """Sessions ahead of the one `receipt` appended (see the module docstring)."""
         checkpoints = enqueuer_checkpoints(self.conn)
-        ready = queue_depth(self.bus.log.redis_client_for_workers(), self.keys).ready
+        ready = WorkerRedis.of(self.bus.log).depth().ready
         own = checkpoints.get(receipt.partition, "0-0")
         mine = self.bus.log.event_at(receipt.partition, receipt.stream_id)
         if mine is None or stream_id_key(own) >= stream_id_key(receipt.stream_id):
             return ready  # already enqueued (and perhaps trimmed since): somewhere in the ready list
         return ready + jobs_before(self.bus.log, checkpoints, mine)
+
+    def estimate(self, receipt: Receipt) -> int | None:
+        """`position`, or None when the read models cannot tell (a server, a table, an event
+        missing): the session is appended by then, so this never fails the ingest."""
+        try:
+            return self.position(receipt)
+        except ESTIMATE_ERRORS:
+            return None
 
     def retry(self, org_id: str, session_id: str, agent_id: str | None = None, reason: str | None = None,
               force: bool = False) -> Receipt:
@@ -67,15 +80,12 @@ class SessionQueue:
                                           ingest_event_id=event_id, ingest_stream_id=stream_id, reason=reason))
 
     def _session(self, org_id: str, session_id: str, agent_id: str | None) -> tuple[str, str]:
-        sql, args = "SELECT agent_id, status FROM sessions WHERE org_id = %s AND session_id = %s", [org_id, session_id]
-        if agent_id is not None:
-            sql, args = sql + " AND agent_id = %s", args + [agent_id]
-        rows = self.conn.cursor(row_factory=tuple_row).execute(sql + " LIMIT 2", args).fetchall()
+        rows = session_owners(self.conn, org_id, session_id, agent_id)
         if not rows:
             raise NotFound(f"no session {session_id!r} in org {org_id!r} (is the memories projector running?)")
         if len(rows) > 1:
             raise InvalidCommand(f"session id {session_id!r} is used by several agents of {org_id!r}; name the agent")
-        return str(rows[0][0]), str(rows[0][1])
+        return rows[0]
 
     def _ingest_position(self, org_id: str, agent_id: str, session_id: str) -> tuple[str, str]:
         found = find_event(self.conn, org_id, agent_id, session_id, "SessionIngested")

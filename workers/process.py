@@ -11,28 +11,22 @@ memories already are events.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
-
-import psycopg
+from typing import Literal, TypeVar
 
 from commands.bus import CommandBus
 from commands.models import Command, StoreMemory
 from ledger import events as ev
-from ledger.archive import event_by_id
-from ledger.connections import database_url
 from ledger.errors import CommandError, LedgerError, RateLimited, SubjectExists, UnknownSubject
 from ledger.eventlog import Outcome, Receipt
-from ledger.settings import Settings
-from projections.postgres.base import connect
 
-from .broker import WorkerKeys, count_day
 from .extract import Extractor
 from .jobs import Job
+from .pg_reads import ArchiveReader
 from .plan import failure, plan, summary_marker
+from .queue_keys import WorkerRedis
 
 Result = Literal["summarized", "duplicate", "skipped"]
 T = TypeVar("T")
@@ -40,39 +34,6 @@ T = TypeVar("T")
 
 class PermanentFailure(LedgerError):
     """The job can never succeed (its ingest event is gone, not a session's, or another org's); not retried."""
-
-
-class ArchiveReader:
-    """Per-thread PostgreSQL access for the worker: the event archive, once the stream is trimmed."""
-
-    def __init__(self, settings: Settings):
-        self.conninfo, self.schema = database_url(settings), settings.db_schema
-        self._local = threading.local()
-        self._opened: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-
-    def _conn(self) -> psycopg.Connection[Any]:
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._local.conn = connect(self.conninfo, self.schema, autocommit=True)
-            with self._lock:
-                self._opened.append(conn)
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._opened:
-                conn.close()
-            self._opened.clear()
-
-    def archived(self, event_id: str, org_id: str, agent_id: str) -> ev.Event | None:
-        """Event `event_id` if it is one of `org_id`/`agent_id`'s: another org's reads as missing."""
-        try:
-            return event_by_id(self._conn(), event_id, org_id, agent_id)
-        except psycopg.OperationalError:
-            self._local.conn.close()
-            self._local.conn = None  # reconnect on the next call; this one is retried by dramatiq
-            raise
 
 
 @dataclass
@@ -86,8 +47,9 @@ class SessionProcessor:
             self.archive.close()
 
     @property
-    def keys(self) -> WorkerKeys:
-        return WorkerKeys(self.bus.log.namespace)
+    def counters(self) -> WorkerRedis:
+        """The daily processed/failed counters, beside the ledger."""
+        return WorkerRedis.of(self.bus.log)
 
     def process(self, job: Job) -> Result:
         """Extract and append the session's memories and summary, unless that is already done."""
@@ -100,7 +62,7 @@ class SessionProcessor:
         summary = self._append(commands)
         if summary.duplicate:
             return "duplicate"
-        count_day(self.bus.log.redis_client_for_workers(), self.keys, "processed")
+        self.counters.count_day("processed")
         return "summarized"
 
     def fail(self, job: Job, error: str, attempts: int) -> bool:
@@ -110,7 +72,7 @@ class SessionProcessor:
         except UnknownSubject:
             return False  # no such session: nothing to mark
         if not receipt.duplicate:
-            count_day(self.bus.log.redis_client_for_workers(), self.keys, "failed")
+            self.counters.count_day("failed")
         return not receipt.duplicate
 
     def already_summarized(self, job: Job) -> bool:

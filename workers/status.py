@@ -12,34 +12,27 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
-import redis
-from psycopg.rows import tuple_row
 
 from ledger.errors import EventError
 from ledger.eventlog import EventLog, previous_id
 from ledger.events import RecordedEvent, stream_id_key
+from projections.postgres.checkpoint_table import PostgresCheckpoints
 
-from .broker import SESSIONS_QUEUE, WorkerKeys
 from .enqueuer import NAME as ENQUEUER
+from .pg_reads import sessions_with_status
+from .queue_keys import QueueDepth, WorkerRedis
+
+if TYPE_CHECKING:
+    from ledger.postgres import Connection
 
 SCAN_CAP = 10_000  # entries scanned per partition when counting the backlog
 JOB_TYPES = ("SessionIngested", "SessionRetryRequested")  # the events that ask for a job (workers.jobs.job_for)
 FORGET_AFTER_S = 24 * 3600  # heartbeats older than this are dropped from the table
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    ready: int
-    in_flight: int
-    delayed: int  # waiting for a retry's backoff
-    dead: int  # dramatiq's dead letters (kept for a week)
 
 
 @dataclass(frozen=True)
@@ -81,21 +74,9 @@ class WorkerStatus:
         return out
 
 
-def queue_depth(client: redis.Redis, keys: WorkerKeys, queue: str = SESSIONS_QUEUE) -> QueueDepth:
-    name = keys.queue(queue)
-    with client.pipeline(transaction=False) as pipe:
-        pipe.llen(name)
-        pipe.hlen(f"{name}.msgs")
-        pipe.hlen(f"{name}.DQ.msgs")
-        pipe.zcard(f"{name}.XQ")
-        ready, stored, delayed, dead = (int(x) for x in pipe.execute())
-    return QueueDepth(ready, max(0, stored - ready), delayed, dead)
-
-
-def enqueuer_checkpoints(conn: psycopg.Connection[Any]) -> dict[int, str]:
-    rows = conn.cursor(row_factory=tuple_row).execute(
-        "SELECT partition, stream_id FROM projection_checkpoints WHERE projection = %s", (ENQUEUER,)).fetchall()
-    return {int(p): str(s) for p, s in rows}
+def enqueuer_checkpoints(conn: Connection) -> dict[int, str]:
+    """The enqueuer's checkpoint of each partition it has read from (the others are at the start)."""
+    return PostgresCheckpoints(conn, ENQUEUER).load()
 
 
 def count_jobs(log: EventLog, partition: int, after: str, before: str | None = None) -> int:
@@ -137,18 +118,19 @@ def _same_millisecond(log: EventLog, partition: int, after: str, mine: RecordedE
     return sum(1 for r in tied if r.event.type in JOB_TYPES and r.event.occurred_at < mine.event.occurred_at)
 
 
-def daily_counts(client: redis.Redis, keys: WorkerKeys, days: int = 7) -> list[tuple[str, int, int]]:
+def daily_counts(store: WorkerRedis, days: int = 7) -> list[tuple[str, int, int]]:
+    """(day, processed, failed) of the newest `days` days that counted anything, newest first."""
     counts: dict[str, dict[str, int]] = {}
-    for raw_field, value in client.hgetall(keys.daily).items():
-        day, _, what = (raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)).partition(":")
-        counts.setdefault(day, {})[what] = int(value)
+    for name, value in store.daily().items():
+        day, _, what = name.partition(":")
+        counts.setdefault(day, {})[what] = value
     return [(d, c.get("processed", 0), c.get("failed", 0)) for d, c in sorted(counts.items(), reverse=True)[:days]]
 
 
-def heartbeats(client: redis.Redis, keys: WorkerKeys, alive_within_s: float) -> list[WorkerBeat]:
+def heartbeats(store: WorkerRedis, alive_within_s: float) -> list[WorkerBeat]:
+    """Every worker's last heartbeat, by worker id; those older than FORGET_AFTER_S are removed."""
     now, beats, forgotten = time.time(), [], []
-    for worker_id, raw in client.hgetall(keys.heartbeats).items():
-        name = worker_id.decode() if isinstance(worker_id, bytes) else str(worker_id)
+    for name, raw in store.heartbeats().items():
         record = orjson.loads(raw)
         age = max(0.0, now - float(record["at"]))
         if age > FORGET_AFTER_S:
@@ -157,27 +139,22 @@ def heartbeats(client: redis.Redis, keys: WorkerKeys, alive_within_s: float) -> 
         beats.append(WorkerBeat(name, record.get("role", "?"), record.get("host", "?"), int(record.get("pid", 0)),
                                 round(age, 1), age <= alive_within_s, int(record.get("processed", 0)),
                                 int(record.get("failed", 0)), round(now - float(record.get("started_at", now)), 1)))
-    if forgotten:
-        client.hdel(keys.heartbeats, *forgotten)
+    store.forget_heartbeats(forgotten)
     return sorted(beats, key=lambda b: b.worker)
 
 
-def _sessions(conn: psycopg.Connection[Any], status: str, order: str, limit: int) -> tuple[int, list[SessionRef]]:
-    cur = conn.cursor(row_factory=tuple_row)
-    count = cur.execute("SELECT count(*) FROM sessions WHERE status = %s", (status,)).fetchone()
-    rows: Sequence[tuple[Any, ...]] = cur.execute(
-        "SELECT org_id, agent_id, session_id, ingested_at, error FROM sessions WHERE status = %s"
-        f" ORDER BY ingested_at {order}, org_id, agent_id, session_id LIMIT %s", (status, limit)).fetchall()
-    return int(count[0]) if count else 0, [SessionRef(*r) for r in rows]
+def _sessions(conn: Connection, status: str, newest_first: bool, limit: int) -> tuple[int, list[SessionRef]]:
+    count, rows = sessions_with_status(conn, status, newest_first, limit)
+    return count, [SessionRef(*r) for r in rows]
 
 
-def collect(log: EventLog, conn: psycopg.Connection[Any], alive_within_s: float) -> WorkerStatus:
-    keys, client = WorkerKeys(log.namespace), log.redis_client_for_workers()
-    pending, oldest = _sessions(conn, "pending", "ASC", 1)
-    failed, recent = _sessions(conn, "failed", "DESC", 10)
-    return WorkerStatus(queue_depth(client, keys), backlog(log, enqueuer_checkpoints(conn)),
-                        daily_counts(client, keys), heartbeats(client, keys, alive_within_s),
-                        pending, oldest[0] if oldest else None, failed, recent)
+def collect(log: EventLog, conn: Connection, alive_within_s: float) -> WorkerStatus:
+    """Everything `memledger worker status` shows; `conn` reads the sessions read model and checkpoints."""
+    store = WorkerRedis.of(log)
+    pending, oldest = _sessions(conn, "pending", False, 1)
+    failed, recent = _sessions(conn, "failed", True, 10)
+    return WorkerStatus(store.depth(), backlog(log, enqueuer_checkpoints(conn)), daily_counts(store),
+                        heartbeats(store, alive_within_s), pending, oldest[0] if oldest else None, failed, recent)
 
 
 def age_s(at: datetime) -> float:
@@ -185,4 +162,4 @@ def age_s(at: datetime) -> float:
 
 
 __all__ = ["QueueDepth", "SessionRef", "WorkerBeat", "WorkerStatus", "backlog", "collect", "count_jobs",
-           "enqueuer_checkpoints", "jobs_before", "queue_depth"]
+           "daily_counts", "enqueuer_checkpoints", "heartbeats", "jobs_before"]

@@ -17,21 +17,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from commands import CommandBus, StoreMemory
-from ledger import RedisEventLog
+from ledger import RedisEventLog, Settings
+from ledger.connections import connect_redis
 from ledger.events import stream_id_key
 from ledger.log import Receipt
+from ledger.postgres import connect
 from projections import MemoryQuery, Projector, ProjectorOptions
-from projections.postgres import migrate
+from projections.postgres import checkpoint_table, migrate
 from projections.postgres.archive import ArchiveProjection
 from projections.postgres.base import PostgresProjection
 from projections.postgres.memories import MemoriesProjection
-from projections.query import MemoryStore
-from replay.bench import CpuMeter
+from projections.postgres.memory_store import MemoryStore
 
+from .cpu_meter import CpuMeter
 from .figures import Figure, Target, cpu_ceiling, latency_figures, throughput
 from .ledger_bench import BATCH, accepted
 from .raw import RAW_COPY
@@ -161,12 +162,9 @@ def measure_archive_projector(ctx: BenchContext) -> Sequence[Figure]:
             cpu_figure(ctx, PROJECTOR_ARCHIVE, rounds, "PostgreSQL")]
 
 
-def _projector_process(redis_url: str, db_url: str, namespace: str, partitions: int, schema: str,
-                       stop: Any) -> None:
+def _projector_process(settings: Settings, db_url: str, namespace: str, schema: str, stop: Any) -> None:
     """A projector in a process of its own, as in production (no GIL shared with the sender)."""
-    import redis
-
-    log = RedisEventLog(redis.Redis.from_url(redis_url), namespace, partitions)
+    log = RedisEventLog(connect_redis(settings), namespace, settings.partitions)
     projection = MemoriesProjection(db_url, schema)
     flag = threading.Event()
 
@@ -186,7 +184,7 @@ def _lag_once(ctx: BenchContext, index: int) -> list[float]:
     stop = multiprocessing.get_context("fork").Event()
     child = multiprocessing.get_context("fork").Process(
         target=_projector_process,
-        args=(ctx.shared["redis_url"], ctx.database_url, namespace, ctx.settings.partitions, schema, stop))
+        args=(ctx.settings, ctx.database_url, namespace, schema, stop))
     child.start()
     try:
         return _offer_and_watch(ctx, RedisEventLog(ctx.redis, namespace, ctx.settings.partitions), schema, index)
@@ -223,12 +221,12 @@ def _offer_and_watch(ctx: BenchContext, log: RedisEventLog, schema: str, index: 
 def _watch(db_url: str, schema: str, pending: list[tuple[Receipt, float]], lags: list[float],
            lock: threading.Lock, done: threading.Event) -> None:
     """Poll the checkpoints every millisecond; an event is queryable once its partition's passed it."""
-    with psycopg.connect(db_url, autocommit=True, options=f"-c search_path={schema}") as conn:
+    with connect(db_url, schema, autocommit=True) as conn:
         deadline = None
         while True:
-            rows = conn.execute("SELECT partition, stream_id FROM projection_checkpoints").fetchall()
+            checkpoints = checkpoint_table.read(conn, MemoriesProjection.name)
             now = time.perf_counter()
-            applied = {int(p): stream_id_key(s) for p, s in rows}
+            applied = {p: stream_id_key(s) for p, s in checkpoints.items()}
             with lock:
                 still = [(r, t) for r, t in pending if applied.get(r.partition, (0, 0)) < stream_id_key(r.stream_id)]
                 lags.extend(now - t for r, t in pending if (r, t) not in still)
@@ -242,9 +240,6 @@ def _watch(db_url: str, schema: str, pending: list[tuple[Receipt, float]], lags:
 
 @measurement(LAG)
 def measure_lag(ctx: BenchContext) -> Sequence[Figure]:
-    from ledger.connections import redis_url
-
-    ctx.shared["redis_url"] = redis_url(ctx.settings)
     rounds = ctx.rounds(f"{LAG} at {LAG_RATE}/s", lambda i: _lag_once(ctx, i))
     return latency_figures(LAG, GROUP, rounds, LAG_TARGETS)
 
@@ -320,7 +315,7 @@ REBUILD_TARGET = Target(">= 30k events/s", 30_000, "min")
 @measurement(REBUILD)
 def measure_rebuild(ctx: BenchContext) -> Sequence[Figure]:
     """A full rebuild (shadow, replay from the archive, swap) against a COPY of the same events."""
-    from replay.bench import measure
+    from .rebuild_bench import measure
 
     rounds = ctx.rounds(REBUILD, lambda _: measure(ctx.settings, len(ctx.data)))
     n = len(ctx.data)

@@ -21,6 +21,7 @@ from ledger import Settings
 from ledger.connections import connect_redis, database_url
 from ledger.durability import ensure_durable
 from ledger.errors import ConfigurationError, StoreUnavailable
+from ledger.postgres import connect
 
 __all__ = ["Sandbox", "bench_settings", "drop_namespace", "fresh_namespace", "namespace_keys", "open_sandbox"]
 
@@ -59,10 +60,11 @@ def schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
 
 
 def connect_pg(url: str) -> psycopg.Connection[Any]:
+    """An autocommit connection to `url`, with no search_path: the bench names every schema."""
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as e:
-        raise StoreUnavailable(f"PostgreSQL is unreachable ({e}); check MEMLEDGER_DATABASE_URL") from e
+        return connect(url, autocommit=True, timeout_s=10)
+    except StoreUnavailable as e:
+        raise StoreUnavailable(f"{e}; check MEMLEDGER_DATABASE_URL") from e
 
 
 def ensure_unused(settings: Settings, client: redis.Redis, conn: psycopg.Connection[Any]) -> None:
