@@ -14,6 +14,7 @@ from ledger.errors import ConfigurationError
 from ledger.settings import Settings
 
 from .base import Projection, ProjectionClass
+from .postgres.api_keys import ApiKeysProjection
 from .postgres.archive import ArchiveProjection
 from .postgres.memories import MemoriesProjection
 from .redis import REDIS_PROJECTIONS
@@ -26,6 +27,7 @@ Factory = Callable[[Settings, str], Projection]
 PROJECTIONS: dict[str, ProjectionClass] = {
     ArchiveProjection.name: ArchiveProjection,
     MemoriesProjection.name: MemoriesProjection,
+    ApiKeysProjection.name: ApiKeysProjection,
     **{cls.name: cls for cls in REDIS_PROJECTIONS},
 }
 
