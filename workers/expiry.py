@@ -68,22 +68,25 @@ def _pages(conn: psycopg.Connection[Any], sql: str, args: tuple[Any, ...]) -> It
 
 _DUE_MEMORIES = """
 SELECT expires_at, org_id, agent_id, memory_id, version FROM memories
-WHERE expires_at <= %s AND (expires_at, org_id, agent_id, memory_id) > (%s, %s, %s, %s)
+WHERE expires_at <= %s AND (%s::text IS NULL OR org_id = %s)
+  AND (expires_at, org_id, agent_id, memory_id) > (%s, %s, %s, %s)
 ORDER BY expires_at, org_id, agent_id, memory_id LIMIT %s
 """
 
 _OLD_TRANSCRIPTS = """
 SELECT ingested_at, org_id, agent_id, session_id FROM sessions
-WHERE transcript IS NOT NULL AND ingested_at < %s AND (ingested_at, org_id, agent_id, session_id) > (%s, %s, %s, %s)
+WHERE transcript IS NOT NULL AND ingested_at < %s AND (%s::text IS NULL OR org_id = %s)
+  AND (ingested_at, org_id, agent_id, session_id) > (%s, %s, %s, %s)
 ORDER BY ingested_at, org_id, agent_id, session_id LIMIT %s
 """
 
 
 def expire_due(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime,
-               report: MaintenanceReport | None = None) -> MaintenanceReport:
-    """Expire every memory whose `expires_at` is at or before `now` (as the read model has it)."""
+               report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+    """Expire every memory (of `org_id` when given) whose `expires_at` is at or before `now` (as the
+    read model has it)."""
     report = report or MaintenanceReport()
-    for rows in _pages(conn, _DUE_MEMORIES, (now,)):
+    for rows in _pages(conn, _DUE_MEMORIES, (now, org_id, org_id)):
         commands: list[Command] = [
             ExpireMemory(org_id=org, agent_id=agent, memory_id=memory, expires_at=expires, expected_version=version,
                          idempotency_key=f"expire/{memory}/v{version}", actor=ACTOR)
@@ -93,10 +96,11 @@ def expire_due(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime,
 
 
 def purge_transcripts(bus: CommandBus, conn: psycopg.Connection[Any], now: datetime, retention_days: int,
-                      report: MaintenanceReport | None = None) -> MaintenanceReport:
-    """Purge the raw transcripts of sessions ingested more than `retention_days` before `now`."""
+                      report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+    """Purge the raw transcripts of sessions (of `org_id` when given) ingested more than
+    `retention_days` before `now`."""
     report = report or MaintenanceReport()
-    for rows in _pages(conn, _OLD_TRANSCRIPTS, (now - timedelta(days=retention_days),)):
+    for rows in _pages(conn, _OLD_TRANSCRIPTS, (now - timedelta(days=retention_days), org_id, org_id)):
         commands: list[Command] = [
             PurgeTranscript(org_id=org, agent_id=agent, session_id=session, retention_days=retention_days,
                             idempotency_key=f"purge/{session}", actor=ACTOR)
@@ -106,11 +110,11 @@ def purge_transcripts(bus: CommandBus, conn: psycopg.Connection[Any], now: datet
 
 
 def run_maintenance(bus: CommandBus, conn: psycopg.Connection[Any], retention_days: int,
-                    now: datetime | None = None) -> MaintenanceReport:
-    """One round of expiry and retention."""
+                    now: datetime | None = None, org_id: str | None = None) -> MaintenanceReport:
+    """One round of expiry and retention (of one org's memories and sessions when `org_id` is given)."""
     now = now or datetime.now(timezone.utc)
-    report = expire_due(bus, conn, now)
-    return purge_transcripts(bus, conn, now, retention_days, report)
+    report = expire_due(bus, conn, now, org_id=org_id)
+    return purge_transcripts(bus, conn, now, retention_days, report, org_id)
 
 
 __all__ = ["MaintenanceReport", "expire_due", "purge_transcripts", "run_maintenance"]

@@ -162,19 +162,25 @@ def heartbeats(client: redis.Redis, keys: WorkerKeys, alive_within_s: float) -> 
     return sorted(beats, key=lambda b: b.worker)
 
 
-def _sessions(conn: psycopg.Connection[Any], status: str, order: str, limit: int) -> tuple[int, list[SessionRef]]:
+def _sessions(conn: psycopg.Connection[Any], status: str, order: str, limit: int,
+              org_id: str | None = None) -> tuple[int, list[SessionRef]]:
     cur = conn.cursor(row_factory=tuple_row)
-    count = cur.execute("SELECT count(*) FROM sessions WHERE status = %s", (status,)).fetchone()
+    where = "status = %s AND (%s::text IS NULL OR org_id = %s)"
+    count = cur.execute(f"SELECT count(*) FROM sessions WHERE {where}", (status, org_id, org_id)).fetchone()
     rows: Sequence[tuple[Any, ...]] = cur.execute(
-        "SELECT org_id, agent_id, session_id, ingested_at, error FROM sessions WHERE status = %s"
-        f" ORDER BY ingested_at {order}, org_id, agent_id, session_id LIMIT %s", (status, limit)).fetchall()
+        f"SELECT org_id, agent_id, session_id, ingested_at, error FROM sessions WHERE {where}"
+        f" ORDER BY ingested_at {order}, org_id, agent_id, session_id LIMIT %s",
+        (status, org_id, org_id, limit)).fetchall()
     return int(count[0]) if count else 0, [SessionRef(*r) for r in rows]
 
 
-def collect(log: EventLog, conn: psycopg.Connection[Any], alive_within_s: float) -> WorkerStatus:
+def collect(log: EventLog, conn: psycopg.Connection[Any], alive_within_s: float,
+            org_id: str | None = None) -> WorkerStatus:
+    """The processing status; with `org_id`, the sessions counted and listed are that org's only
+    (the queue, the backlog, the daily counts and the workers are shared by every org)."""
     keys, client = WorkerKeys(log.namespace), log.redis_client_for_workers()
-    pending, oldest = _sessions(conn, "pending", "ASC", 1)
-    failed, recent = _sessions(conn, "failed", "DESC", 10)
+    pending, oldest = _sessions(conn, "pending", "ASC", 1, org_id)
+    failed, recent = _sessions(conn, "failed", "DESC", 10, org_id)
     return WorkerStatus(queue_depth(client, keys), backlog(log, enqueuer_checkpoints(conn)),
                         daily_counts(client, keys), heartbeats(client, keys, alive_within_s),
                         pending, oldest[0] if oldest else None, failed, recent)
