@@ -22,10 +22,12 @@ from .models import (
     ExpireMemory,
     ForgetMemory,
     IngestSession,
+    IssueKey,
     MarkSessionFailed,
     PurgeTranscript,
     RecordRecall,
     RetrySession,
+    RevokeKey,
     StoreMemory,
     SummarizeSession,
     TagMemory,
@@ -87,6 +89,18 @@ def _session_payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:
         case PurgeTranscript():
             return "s", command.session_id, "change", ev.SessionTranscriptPurged(
                 retention_days=command.retention_days)
+    return _key_payload(command)
+
+
+def _key_payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:
+    """API keys: issued once per id (create), revoked once (end: a second revoke finds it ended)."""
+    match command:
+        case IssueKey():
+            return "k", command.key_id, "create", ev.KeyIssued(
+                role=command.role, agent_id=command.key_agent_id, label=command.label,
+                secret_hash=command.secret_hash)
+        case RevokeKey():
+            return "k", command.key_id, "end", ev.KeyRevoked(reason=command.reason)
     raise TypeError(f"no handler for {type(command).__name__}")
 
 

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from ledger.events import MemoryType, Message
+from ledger.events import KEYS_AGENT, KeyRole, MemoryType, Message
 from ledger.ids import new_id
 from ledger.storable import check_storable, check_timestamp
 
@@ -215,9 +215,37 @@ class PurgeTranscript(Command):
     retention_days: Annotated[int, Strict(), Field(ge=0, le=36_500)]
 
 
+KeyId = Annotated[str, StringConstraints(pattern=r"^key_[0-9a-f]{32}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class IssueKey(Command):
+    """Issue an API key of `org_id`. The secret is made and shown by the issuer; the ledger
+    only ever holds its hash. Sent by operators only (`memledger keys create`)."""
+
+    type: Literal["IssueKey"] = "IssueKey"
+    system_only: ClassVar[bool] = True
+    agent_id: Literal["memledger.keys"] = KEYS_AGENT  # see ledger.events.KEYS_AGENT
+    key_id: KeyId = Field(default_factory=lambda: new_id("key"))
+    role: KeyRole
+    key_agent_id: Id | None = None  # the one agent the key may act as; None: any agent of the org
+    label: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    secret_hash: Sha256Hex
+
+
+class RevokeKey(Command):
+    """Revoke an API key of `org_id`: from then on it authenticates nothing."""
+
+    type: Literal["RevokeKey"] = "RevokeKey"
+    system_only: ClassVar[bool] = True
+    agent_id: Literal["memledger.keys"] = KEYS_AGENT
+    key_id: KeyId
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
 AnyCommand = Annotated[
     Union[StoreMemory, UpdateMemory, TagMemory, UntagMemory, ForgetMemory, RecordRecall, IngestSession,
-          SummarizeSession, MarkSessionFailed, RetrySession, ExpireMemory, PurgeTranscript],
+          SummarizeSession, MarkSessionFailed, RetrySession, ExpireMemory, PurgeTranscript, IssueKey, RevokeKey],
     Field(discriminator="type"),
 ]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)

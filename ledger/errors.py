@@ -147,3 +147,23 @@ class NotPermitted(LedgerError):
     """The App's scope does not allow this operation (a namespace-wide one on a tenant's App)."""
 
     exit_code = 8
+
+
+class Unauthenticated(LedgerError):
+    """No API key, or one that is unknown, malformed or revoked (HTTP 401). The message is the
+    same whichever it was, so a caller cannot probe which keys exist."""
+
+    exit_code = 8
+
+
+class Forbidden(LedgerError):
+    """The caller's key lacks the role for this operation (HTTP 403): an analyst key writing,
+    a non-operator key running maintenance. Another org's data is NotFound, never Forbidden."""
+
+    exit_code = 8
+
+
+class AlreadyRevoked(CommandError):
+    """The API key was revoked before; a key is revoked once."""
+
+    code = "already_revoked"

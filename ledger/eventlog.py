@@ -44,8 +44,8 @@ MAX_SEQ = 2**64 - 1
 #: create (the subject must be absent), change (it must exist and be live), end (as change,
 #: then it takes no more changes: forgotten, expired), touch (as change, version unchanged).
 Mode = Literal["create", "change", "end", "touch"]
-#: What a subject is: "m" a memory, "s" a session.
-Kind = Literal["m", "s"]
+#: What a subject is: "m" a memory, "s" a session, "k" an API key.
+Kind = Literal["m", "s", "k"]
 
 #: One undecoded entry: (partition, stream id, stored fields: `v` subject version, `e` body).
 Entry = tuple[int, str, dict[Any, Any]]

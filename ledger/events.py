@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 MemoryType = Literal["note", "fact", "preference", "decision", "summary"]
+#: What an API key may do: agents write and read, analysts read, operators read and run maintenance.
+KeyRole = Literal["agent", "analyst", "operator"]
+#: The agent every API-key event is recorded under: a key's issue and revocation then share
+#: one partition and one subject field, whichever agent the key is restricted to.
+KEYS_AGENT: Final = "memledger.keys"
 
 
 class Payload(BaseModel):
@@ -125,6 +130,25 @@ class SessionRetryRequested(Payload):
     reason: str | None = None
 
 
+class KeyIssued(Payload):
+    """An API key was issued (the subject is its key id). Only the secret's hash is recorded."""
+
+    type_name = "KeyIssued"
+
+    role: KeyRole
+    agent_id: str | None = None  # the one agent the key acts for; None: every agent of the org
+    label: str | None = None
+    secret_hash: str  # sha256 hex of the whole secret `mlk_<key id>_<random>`
+
+
+class KeyRevoked(Payload):
+    """An API key was revoked: it never authenticates again."""
+
+    type_name = "KeyRevoked"
+
+    reason: str | None = None
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     cls.type_name: cls
     for cls in (
@@ -140,6 +164,8 @@ PAYLOADS: dict[str, type[Payload]] = {
         SessionExtractionFailed,
         SessionTranscriptPurged,
         SessionRetryRequested,
+        KeyIssued,
+        KeyRevoked,
     )
 }
 

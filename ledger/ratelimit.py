@@ -20,3 +20,15 @@ class RateLimiter:
         replies = self._take.run_many(
             [([self.keys.rate(org)], [self.rate, self.burst, count]) for org, count in wanted.items()])
         return {org: (int(g), int(ms) / 1000) for org, (g, ms) in zip(wanted, replies)}
+
+    def peek(self, org: str) -> tuple[int, float]:
+        """The org's bucket now, taking nothing: (whole tokens left, seconds until it is full again).
+        One round trip; refilled the way rate_limit.lua refills it, by the server's clock."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hmget(self.keys.rate(org), "tokens", "ts")
+            (seconds, micros), (tokens, ts) = pipe.execute()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        left = self.burst if tokens is None else float(tokens) + (now - float(ts or now)) * self.rate / 1000
+        left = min(float(self.burst), left)
+        return int(left), (self.burst - left) / self.rate

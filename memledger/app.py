@@ -18,6 +18,12 @@ info, projectors, workers, migrations) need an unscoped App (`NotPermitted` othe
 `system=True` is for memory-ledger's own components and its operators: only such an App sends
 the internal command types (commands.open_bus has the same flag).
 
+Keys. `App.for_principal(settings, principal)` is the App an API key gets (HTTP, MCP): scoped
+to the key's org (and agent), recording the key as the `actor` of every command it sends, and
+raising `Forbidden` when the key's role does not allow the call (writes need an agent key;
+maintenance an operator key). `authenticate(secret)` turns a key's secret into its principal
+(memledger/keyring.py; accepted keys are cached for at most 2 s).
+
 Read models. The first use of PostgreSQL checks that the namespace was migrated: a never
 migrated namespace is one `ConfigurationError` (exit code 3) naming `memledger migrate`,
 before anything is appended or queried.
@@ -34,8 +40,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ledger import Settings
 from ledger.connections import connect_redis
-from ledger.errors import CommandError, ConfigurationError, InvalidQuery, LedgerError, NotPermitted
+from ledger.errors import CommandError, ConfigurationError, Forbidden, InvalidQuery, LedgerError, NotPermitted
 
+from .keyring import KeyCache
 from .log_reader import EventFilter, follow, newest, oldest, partitions_for
 from .servers import ServerStatus, server_status, stop_servers
 from .views import Health, LedgerInfo, MemoryView, PartitionInfo, ShadowDropped
@@ -48,6 +55,7 @@ if TYPE_CHECKING:
     from projections import MemoryQuery, Projection, QueryResult, RunStats
     from projections.hierarchy import HierarchyQuery, SessionTree
     from projections.history import HistoryEntry
+    from projections.postgres.api_keys import ApiKey
     from projections.redis import AnalyticsReport, CachedMemoryStore, TrendingReport
     from projections.status import PartitionLag
     from replay.deadletters import DeadLetter, RedriveOutcome
@@ -55,8 +63,12 @@ if TYPE_CHECKING:
     from replay.status import StatusRow
     from replay.trim import TrimPoint
     from replay.verify import VerifyResult
+    from workers.expiry import MaintenanceReport
     from workers.ingest import SessionQueue
     from workers.status import WorkerStatus
+
+    from .keyring import IssuedKey
+    from .principal import Principal
 
 __all__ = ["App", "NotPermitted"]
 
@@ -117,12 +129,22 @@ class App:
         self._projections: dict[str, Projection] = {}
         self._queue: SessionQueue | None = None
         self._no_queue = False  # queue positions cannot be told here (no read models): not asked again
+        self.principal: Principal | None = None  # the API key this App acts for (`for_principal`)
+        self.key_cache = KeyCache()  # what `authenticate` accepted lately (memledger/keyring.py)
 
     @classmethod
     def open(cls, settings: Settings, tenant: str | None = None, agent: str | None = None,
              system: bool = False) -> App:
         """An App on `settings` (nothing is connected until a method needs it)."""
         return cls(settings, tenant, agent, system)
+
+    @classmethod
+    def for_principal(cls, settings: Settings, principal: Principal) -> App:
+        """The App an API key gets: its org (and agent) only, its key as every command's actor,
+        and `Forbidden` for what its role may not do."""
+        app = cls(settings, principal.org_id, principal.agent_id)
+        app.principal = principal
+        return app
 
     def __enter__(self) -> App:
         return self
@@ -223,7 +245,22 @@ class App:
 
         return NotFound(message)
 
+    def _maintenance(self, what: str) -> None:
+        """Refuse `what` to an API key that is not an operator's."""
+        if self.principal is not None and not self.principal.can_operate:
+            raise Forbidden(f"{what} needs an operator key; this is the {self.principal.describe()}")
+
+    def _signed(self, commands: Sequence[Command | Mapping[str, Any]]) -> Sequence[Command | Mapping[str, Any]]:
+        """The commands as this App's key sends them (its id as their actor); `Forbidden` for a
+        key that may not write."""
+        if self.principal is None:
+            return commands
+        if not self.principal.can_write:
+            raise Forbidden(f"only agent keys write; this is the {self.principal.describe()}")
+        return [self.principal.sign(c) for c in commands]
+
     def _operator(self, what: str) -> None:
+        self._maintenance(what)
         if self.tenant is not None:
             raise NotPermitted(f"{what} acts on the whole namespace; this App is scoped to org {self.tenant!r}")
 
@@ -251,6 +288,7 @@ class App:
         A command that is refused (invalid, another org's or agent's, internal on an agent's
         App, rate-limited) appends nothing and costs no other command its place.
         """
+        commands = self._signed(commands)
         outcomes: list[Outcome | None] = [self._foreign(c) for c in commands]
         allowed = [c for c, o in zip(commands, outcomes) if o is None]
         sent = iter(self._bus(self.system).send_many(allowed) if allowed else [])
@@ -275,6 +313,14 @@ class App:
             self._no_queue = True
             return None
         return self._queue.estimate(receipt)
+
+    def rate_limit(self) -> tuple[int, int, float]:
+        """The scoped org's rate limit now: (burst, commands it may send now, seconds until its bucket is full)."""
+        limiter = self._bus(self.system).limiter
+        if self.tenant is None or limiter is None:
+            raise NotPermitted("rate limits are per org: open the App scoped to one")
+        left, full_in = limiter.peek(self.tenant)
+        return limiter.burst, left, full_in
 
     def wait_for(self, receipt: Receipt, timeout: float = WAIT_TIMEOUT_S, projection: str = "memories") -> None:
         """Return once `projection` has applied the receipt's position (read-your-writes); `Timeout` else."""
@@ -416,18 +462,33 @@ class App:
         """Process a failed session again (any with `force`): appends the internal RetrySession."""
         from workers.ingest import SessionQueue
 
+        self._maintenance("session retry")
         if not self.system:
             raise NotPermitted("a retry appends an internal command: open the App with system=True")
         queue = SessionQueue(self._bus(True), self._memories().conn)
         return queue.retry(self._org(org), session_id, self._agent(agent), reason, force)
 
     def processing_status(self) -> WorkerStatus:
-        """Queue depth, per-day counts, worker heartbeats, the oldest pending and recent failed sessions."""
+        """Queue depth, per-day counts, worker heartbeats, the oldest pending and recent failed sessions.
+
+        On a scoped App the sessions counted and listed are the org's only; the queue, the
+        daily counts and the workers are the service's, shared by every org.
+        """
         from workers.status import collect
 
-        self._operator("worker status")
+        if self.tenant is None:
+            self._operator("worker status")
         conn = self._memories().conn
-        return collect(self._ledger(), conn, self.settings.worker_heartbeat_timeout_ms / 1000)
+        return collect(self._ledger(), conn, self.settings.worker_heartbeat_timeout_ms / 1000, self.tenant)
+
+    def cleanup(self, retention_days: int | None = None) -> MaintenanceReport:
+        """One round of expiry and retention now (of the App's org only when scoped): memories past
+        their expiry end, raw transcripts older than `retention_days` (default: the setting) are purged."""
+        from workers.expiry import run_maintenance
+
+        self._maintenance("maintenance cleanup")
+        days = self.settings.retention_days if retention_days is None else retention_days
+        return run_maintenance(self._bus(True), self._memories().conn, days, org_id=self.tenant)
 
     def run_workers(self, processes: int, threads: int, enqueuer: bool, maintenance: bool,
                     stop: threading.Event) -> None:
@@ -438,6 +499,57 @@ class App:
         self.check_ledger()  # refuse a volatile Redis here, before any child starts
         options = WorkerOptions(processes, threads, enqueuer=enqueuer, maintenance=maintenance)
         Supervisor(self.settings, options).run(stop)
+
+    # -- API keys (memledger/keyring.py) ------------------------------------------------------
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal of an API key's secret; `Unauthenticated`, with one message whether the key is
+        unknown, malformed or revoked. Accepted keys are cached in this App for at most
+        `keyring.AUTH_CACHE_S` (2 s), so a revocation takes effect within 2 s of `keys revoke`."""
+        from .keyring import authenticate
+
+        return authenticate(self._memories().conn, self.key_cache, secret)
+
+    def issue_key(self, org: str | None, role: str, agent: str | None = None, label: str | None = None,
+                  actor: str | None = None) -> IssuedKey:
+        """Issue a key (its secret is in the result, and nowhere else); returns once it authenticates."""
+        from .keyring import issue_command
+
+        self._key_admin("keys create")
+        issued, command = issue_command(self._org(org), role, agent, label, actor)
+        receipt = self.send(command)
+        self._settle(receipt)
+        return replace(issued, receipt=receipt)
+
+    def revoke_key(self, org: str | None, key_id: str, reason: str | None = None, actor: str | None = None) -> Receipt:
+        """Revoke a key (UnknownSubject, AlreadyRevoked); returns once the keys read model has applied it."""
+        from .keyring import revoke_command, revoke_refusal
+
+        self._key_admin("keys revoke")
+        org = self._org(org)
+        outcome = self.send_many([revoke_command(org, key_id, reason, actor)])[0]
+        if isinstance(outcome, CommandError):
+            raise revoke_refusal(outcome, org, key_id)
+        self._settle(outcome)
+        return outcome
+
+    def keys(self, org: str | None = None) -> list[ApiKey]:
+        """The API keys of `org` (of every org on an unscoped App given none), never their secrets or hashes."""
+        from projections.postgres.api_keys import list_keys
+
+        self._maintenance("keys list")
+        return list_keys(self._memories().conn, self._org(org) if org or self.tenant else None)
+
+    def _key_admin(self, what: str) -> None:
+        self._maintenance(what)
+        if not self.system:
+            raise NotPermitted(f"{what} appends an internal command: open the App with system=True")
+        self.require_read_models()  # before appending: a key no read model holds would never work
+
+    def _settle(self, receipt: Receipt) -> None:
+        from .keyring import settle
+
+        settle(self.settings, lambda timeout: self.wait_for(receipt, timeout, "api_keys"))
 
     # -- the log ------------------------------------------------------------------------------
 

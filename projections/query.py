@@ -114,6 +114,9 @@ class MemoryQuery:
     session_id: str | None = None
     order: Literal["recent", "importance"] = "recent"
     limit: int = 20
+    #: Keyset pagination: the sort key of the last row of the previous page (`page_key(row)`);
+    #: the query then answers the rows after it in this order. None: the first page.
+    after: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         check_text("org_id", self.org_id)
@@ -132,6 +135,13 @@ class MemoryQuery:
         for name in ("since", "until"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_time(name, getattr(self, name)))
+        if self.after is not None:
+            object.__setattr__(self, "after", _check_after(self.after, self.order))
+
+    def page_key(self, row: Row) -> tuple[Any, ...]:
+        """The `after` that continues this query past `row` (one of its result rows)."""
+        key = (row["updated_at"], row["memory_id"], row["agent_id"])
+        return (row["importance"], *key) if self.order == "importance" else key
 
     def sql(self, now: datetime) -> tuple[str, list[Any]]:
         """The SELECT for these filters, of memories not past their expiry at `now` (pure: no connection)."""
@@ -151,11 +161,41 @@ class MemoryQuery:
             if active:
                 where.append(clause)
                 args.append(value)
-        order = "updated_at DESC, memory_id"
+        if self.after is not None:
+            clause, values = _after_clause(self.after)
+            where.append(clause)
+            args += values
+        # agent_id last: memory ids are unique per agent, so the order is total and pages never overlap.
+        order = "updated_at DESC, memory_id, agent_id"
         if self.order == "importance":
             order = "importance DESC, " + order
         args.append(self.limit)
         return f"SELECT {COLUMNS} FROM memories WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s", args
+
+
+def _check_after(after: object, order: str) -> tuple[Any, ...]:
+    """A page key of the right shape for `order`: ([importance,] updated_at, memory_id, agent_id)."""
+    size = 4 if order == "importance" else 3
+    if not isinstance(after, (tuple, list)) or len(after) != size:
+        raise InvalidQuery(f"after must hold {size} values for order {order!r}; pass the key of the last row")
+    values = tuple(after)
+    if size == 4:
+        _check_importance(values[0])
+    check_text("after memory_id", values[-2])
+    check_text("after agent_id", values[-1])
+    return (*values[:-3], check_time("after updated_at", values[-3]), values[-2], values[-1])
+
+
+def _after_clause(after: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """Rows strictly after `after` in the query's order (updated_at descending, then ids ascending)."""
+    updated, memory, agent = after[-3:]
+    clause = "(updated_at < %s OR (updated_at = %s AND (memory_id, agent_id) > (%s, %s)))"
+    args: list[Any] = [updated, updated, memory, agent]
+    if len(after) == 4:
+        # importance is REAL: compare as REAL, or the key's double would not equal its own row.
+        clause = f"(importance < %s::real OR (importance = %s::real AND {clause}))"
+        args = [after[0], after[0], *args]
+    return clause, args
 
 
 @dataclass

@@ -11,6 +11,7 @@ from ledger.errors import ConfigurationError
 from ledger.settings import Settings
 
 from .base import Projection, ProjectionClass
+from .postgres.api_keys import ApiKeysProjection
 from .postgres.archive import ArchiveProjection
 from .postgres.memories import MemoriesProjection
 from .redis import REDIS_PROJECTIONS
@@ -20,6 +21,7 @@ __all__ = ["PROJECTIONS", "open_projection", "projection_class"]
 PROJECTIONS: dict[str, ProjectionClass] = {
     ArchiveProjection.name: ArchiveProjection,
     MemoriesProjection.name: MemoriesProjection,
+    ApiKeysProjection.name: ApiKeysProjection,
     **{cls.name: cls for cls in REDIS_PROJECTIONS},
 }
 

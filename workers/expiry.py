@@ -56,10 +56,11 @@ class MaintenanceReport:
 
 
 def expire_due(bus: CommandBus, conn: Connection, now: datetime,
-               report: MaintenanceReport | None = None) -> MaintenanceReport:
-    """Expire every memory whose `expires_at` is at or before `now` (as the read model has it)."""
+               report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+    """Expire every memory (of `org_id` when given) whose `expires_at` is at or before `now` (as the
+    read model has it)."""
     report = report or MaintenanceReport()
-    for rows in due_memories(conn, now):
+    for rows in due_memories(conn, now, org_id):
         commands: list[Command] = [
             ExpireMemory(org_id=org, agent_id=agent, memory_id=memory, expires_at=expires, expected_version=version,
                          idempotency_key=f"expire/{memory}/v{version}", actor=ACTOR)
@@ -69,10 +70,11 @@ def expire_due(bus: CommandBus, conn: Connection, now: datetime,
 
 
 def purge_transcripts(bus: CommandBus, conn: Connection, now: datetime, retention_days: int,
-                      report: MaintenanceReport | None = None) -> MaintenanceReport:
-    """Purge the raw transcripts of sessions ingested more than `retention_days` before `now`."""
+                      report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+    """Purge the raw transcripts of sessions (of `org_id` when given) ingested more than
+    `retention_days` before `now`."""
     report = report or MaintenanceReport()
-    for rows in old_transcripts(conn, now - timedelta(days=retention_days)):
+    for rows in old_transcripts(conn, now - timedelta(days=retention_days), org_id):
         commands: list[Command] = [
             PurgeTranscript(org_id=org, agent_id=agent, session_id=session, retention_days=retention_days,
                             idempotency_key=f"purge/{session}", actor=ACTOR)
@@ -82,11 +84,11 @@ def purge_transcripts(bus: CommandBus, conn: Connection, now: datetime, retentio
 
 
 def run_maintenance(bus: CommandBus, conn: Connection, retention_days: int,
-                    now: datetime | None = None) -> MaintenanceReport:
-    """One round of expiry and retention."""
+                    now: datetime | None = None, org_id: str | None = None) -> MaintenanceReport:
+    """One round of expiry and retention (of one org's memories and sessions when `org_id` is given)."""
     now = now or datetime.now(timezone.utc)
-    report = expire_due(bus, conn, now)
-    return purge_transcripts(bus, conn, now, retention_days, report)
+    report = expire_due(bus, conn, now, org_id=org_id)
+    return purge_transcripts(bus, conn, now, retention_days, report, org_id)
 
 
 __all__ = ["MaintenanceReport", "expire_due", "purge_transcripts", "run_maintenance"]

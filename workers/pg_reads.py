@@ -80,26 +80,30 @@ def session_owners(conn: psycopg.Connection[Any], org_id: str, session_id: str,
 
 
 def sessions_with_status(conn: psycopg.Connection[Any], status: str, newest_first: bool,
-                         limit: int) -> tuple[int, list[Row]]:
-    """How many sessions have `status`, and the first `limit` of them by ingest time:
-    (org_id, agent_id, session_id, ingested_at, error) each."""
+                         limit: int, org_id: str | None = None) -> tuple[int, list[Row]]:
+    """How many sessions (of `org_id` when given) have `status`, and the first `limit` of them by
+    ingest time: (org_id, agent_id, session_id, ingested_at, error) each."""
     order = "DESC" if newest_first else "ASC"
-    count = _rows(conn, "counting sessions", "SELECT count(*) FROM sessions WHERE status = %s", (status,))
+    where = "status = %s AND (%s::text IS NULL OR org_id = %s)"
+    count = _rows(conn, "counting sessions", f"SELECT count(*) FROM sessions WHERE {where}", (status, org_id, org_id))
     rows = _rows(conn, "reading sessions",
-                 "SELECT org_id, agent_id, session_id, ingested_at, error FROM sessions WHERE status = %s"
-                 f" ORDER BY ingested_at {order}, org_id, agent_id, session_id LIMIT %s", (status, limit))
+                 f"SELECT org_id, agent_id, session_id, ingested_at, error FROM sessions WHERE {where}"
+                 f" ORDER BY ingested_at {order}, org_id, agent_id, session_id LIMIT %s",
+                 (status, org_id, org_id, limit))
     return int(count[0][0]) if count else 0, rows
 
 
 _DUE_MEMORIES = """
 SELECT expires_at, org_id, agent_id, memory_id, version FROM memories
-WHERE expires_at <= %s AND (expires_at, org_id, agent_id, memory_id) > (%s, %s, %s, %s)
+WHERE expires_at <= %s AND (%s::text IS NULL OR org_id = %s)
+  AND (expires_at, org_id, agent_id, memory_id) > (%s, %s, %s, %s)
 ORDER BY expires_at, org_id, agent_id, memory_id LIMIT %s
 """
 
 _OLD_TRANSCRIPTS = """
 SELECT ingested_at, org_id, agent_id, session_id FROM sessions
-WHERE transcript IS NOT NULL AND ingested_at < %s AND (ingested_at, org_id, agent_id, session_id) > (%s, %s, %s, %s)
+WHERE transcript IS NOT NULL AND ingested_at < %s AND (%s::text IS NULL OR org_id = %s)
+  AND (ingested_at, org_id, agent_id, session_id) > (%s, %s, %s, %s)
 ORDER BY ingested_at, org_id, agent_id, session_id LIMIT %s
 """
 
@@ -115,13 +119,14 @@ def _pages(conn: psycopg.Connection[Any], what: str, sql: str, args: tuple[Any, 
         last = tuple(rows[-1][:4])
 
 
-def due_memories(conn: psycopg.Connection[Any], now: datetime) -> Iterator[list[Row]]:
-    """Pages of memories whose `expires_at` is at or before `now`:
+def due_memories(conn: psycopg.Connection[Any], now: datetime, org_id: str | None = None) -> Iterator[list[Row]]:
+    """Pages of memories (of `org_id` when given) whose `expires_at` is at or before `now`:
     (expires_at, org_id, agent_id, memory_id, version) each, in expiry order."""
-    return _pages(conn, "reading memories due to expire", _DUE_MEMORIES, (now,))
+    return _pages(conn, "reading memories due to expire", _DUE_MEMORIES, (now, org_id, org_id))
 
 
-def old_transcripts(conn: psycopg.Connection[Any], before: datetime) -> Iterator[list[Row]]:
-    """Pages of sessions ingested before `before` that still hold their raw transcript:
+def old_transcripts(conn: psycopg.Connection[Any], before: datetime,
+                    org_id: str | None = None) -> Iterator[list[Row]]:
+    """Pages of sessions (of `org_id` when given) ingested before `before` that still hold their raw transcript:
     (ingested_at, org_id, agent_id, session_id) each, in ingest order."""
-    return _pages(conn, "reading sessions past retention", _OLD_TRANSCRIPTS, (before,))
+    return _pages(conn, "reading sessions past retention", _OLD_TRANSCRIPTS, (before, org_id, org_id))

@@ -143,16 +143,19 @@ def heartbeats(store: WorkerRedis, alive_within_s: float) -> list[WorkerBeat]:
     return sorted(beats, key=lambda b: b.worker)
 
 
-def _sessions(conn: Connection, status: str, newest_first: bool, limit: int) -> tuple[int, list[SessionRef]]:
-    count, rows = sessions_with_status(conn, status, newest_first, limit)
+def _sessions(conn: Connection, status: str, newest_first: bool, limit: int,
+              org_id: str | None = None) -> tuple[int, list[SessionRef]]:
+    count, rows = sessions_with_status(conn, status, newest_first, limit, org_id)
     return count, [SessionRef(*r) for r in rows]
 
 
-def collect(log: EventLog, conn: Connection, alive_within_s: float) -> WorkerStatus:
-    """Everything `memledger worker status` shows; `conn` reads the sessions read model and checkpoints."""
+def collect(log: EventLog, conn: Connection, alive_within_s: float, org_id: str | None = None) -> WorkerStatus:
+    """Everything `memledger worker status` shows; `conn` reads the sessions read model and checkpoints.
+    With `org_id`, the sessions counted and listed are that org's only (the queue, the backlog, the
+    daily counts and the workers are shared by every org)."""
     store = WorkerRedis.of(log)
-    pending, oldest = _sessions(conn, "pending", False, 1)
-    failed, recent = _sessions(conn, "failed", True, 10)
+    pending, oldest = _sessions(conn, "pending", False, 1, org_id)
+    failed, recent = _sessions(conn, "failed", True, 10, org_id)
     return WorkerStatus(store.depth(), backlog(log, enqueuer_checkpoints(conn)), daily_counts(store),
                         heartbeats(store, alive_within_s), pending, oldest[0] if oldest else None, failed, recent)
 

@@ -29,9 +29,35 @@ OldJsonFileOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", h
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `bench` and `bench-scaling` commands to `app`."""
-    app.command("bench")(bench)
+    """Add the `bench` (with its `bench http`) and `bench-scaling` commands to `app`."""
+    benches = typer.Typer(invoke_without_command=True, add_completion=False)
+    benches.callback()(bench)
+    benches.command("http")(bench_http)
+    app.add_typer(benches, name="bench")
     app.command("bench-scaling")(bench_scaling)
+
+
+def bench_http(
+    memories: int = typer.Option(100_000, "--memories", min=100,
+                                 help="Memories GET /v1/memories is measured on (the targets are stated at 100k)."),
+    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; plus one warm-up)."),
+    json_file: JsonFileOpt = None,
+) -> None:
+    """The HTTP API against the in-process path: store, batch, query and SSE figures, as ratios.
+
+    Serves the API (`memledger serve`) and runs the memories projector in child processes,
+    on a namespace of its own that is deleted at the end.
+    """
+    from memledger.bench.http_bench import run_http_benchmark
+
+    with sigterm_interrupts():
+        report = run_http_benchmark(settings(), memories=memories, repeat=repeat)
+    console.print(render_table(report))
+    if report.failed:
+        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
+    if json_file is not None:
+        write_json(report, json_file)
+        console.print(f"figures written to {json_file}")
 
 
 def bench_scaling(
@@ -68,6 +94,7 @@ def scaling_table(rows: list[dict[str, float]], workers: int) -> Table:
 
 
 def bench(
+    ctx: typer.Context,
     events: int = typer.Option(20_000, "--events", min=1, help="Commands in the data set."),
     repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; plus one warm-up)."),
     json_file: JsonFileOpt = None,
@@ -81,8 +108,11 @@ def bench(
 
     Runs in a namespace of its own on the configured servers and deletes everything it
     wrote at the end (also on Ctrl-C). Against a Redis without AOF it needs
-    MEMLEDGER_ALLOW_VOLATILE=1, like any other ledger writer.
+    MEMLEDGER_ALLOW_VOLATILE=1, like any other ledger writer. `memledger bench http` measures
+    the HTTP API instead.
     """
+    if ctx.invoked_subcommand is not None:
+        return  # `bench http`: its own figures only
     with sigterm_interrupts():
         report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True,
                                query_rows=query_rows)

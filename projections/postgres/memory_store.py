@@ -17,7 +17,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from ledger import archive
-from ledger.errors import LedgerError, NotFound, Timeout
+from ledger.errors import InvalidQuery, NotFound, Timeout
 from ledger.eventlog import Receipt
 from ledger.events import stream_id_key
 from ledger.postgres import connect, query_errors, translated
@@ -63,7 +63,7 @@ class MemoryStore:
             raise NotFound(f"no live memory {memory_id!r} in org {org_id!r} "
                            "(it may be forgotten or expired: try --history)")
         if len(rows) > 1:
-            raise LedgerError(f"memory id {memory_id!r} is used by several agents of {org_id!r}; name the agent")
+            raise InvalidQuery(f"memory id {memory_id!r} is used by several agents of {org_id!r}; name the agent")
         return rows[0]
 
     def history(self, org_id: str, memory_id: str) -> list[HistoryEntry]:

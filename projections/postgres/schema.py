@@ -139,3 +139,21 @@ sessions = Table(
     Column("version", Integer, nullable=False),
     Index("sessions_org_time", "org_id", "ingested_at"),
 )
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("key_id", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("agent_id", Text),
+    Column("label", Text),
+    Column("secret_hash", Text, nullable=False),
+    Column("issued_at", TS, nullable=False),
+    Column("issued_by", Text),
+    Column("revoked_at", TS),
+    Column("revoked_by", Text),
+    Column("revoke_reason", Text),
+    Column("partition", Integer, nullable=False),
+    Column("stream_id", Text, nullable=False),
+    Index("api_keys_key_id", "key_id"),
+)

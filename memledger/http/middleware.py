@@ -1,0 +1,128 @@
+"""ASGI middleware: request bodies checked before any route parses them, and Server-Timing.
+
+`BodyGuard` makes a body's problems the same whichever route it is sent to:
+- larger than `limit` bytes (by Content-Length, or counted while it arrives): 413;
+- a body that is not `application/json` (or, where allowed, `application/x-ndjson`): 415;
+- JSON that is malformed, not UTF-8, nested too deeply, with a key given twice or NaN: 400,
+  read by the one strict reader every surface uses (commands/wire.py).
+A body that passes is replayed unchanged to the route.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from commands import wire
+from ledger.errors import InvalidCommand
+
+from .problems import HttpProblem, problem_response
+
+__all__ = ["BodyGuard", "ServerTiming", "MAX_BODY_BYTES"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Largest request body accepted, in bytes (a transcript may be 1 MiB of text, plus JSON).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Paths that also take NDJSON bodies.
+NDJSON_PATHS = ("/v1/commands",)
+
+
+class BodyGuard:
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read(scope, receive)
+            if body:
+                _check(scope, body)
+        except HttpProblem as problem:
+            await problem_response(problem)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes:
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            raise _too_large(self.limit)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise _too_large(self.limit)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _check(scope: Scope, body: bytes) -> None:
+    media = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    ndjson = scope["path"] in NDJSON_PATHS
+    if media == "application/x-ndjson" and ndjson:
+        return  # each line is read by the route, and a bad one fails alone
+    if media != "application/json":
+        allowed = "application/json" + (" or application/x-ndjson" if ndjson else "")
+        raise HttpProblem(415, "unsupported_media_type", "Unsupported media type",
+                          f"send the body as {allowed}, not {media or 'no Content-Type'}")
+    try:
+        wire.loads(body)
+    except InvalidCommand as e:
+        raise HttpProblem(400, "malformed", "Malformed JSON", str(e)) from None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _too_large(limit: int) -> HttpProblem:
+    return HttpProblem(413, "too_large", "Request body too large", f"a request body may be at most {limit} bytes")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as the server would
+
+    return replay
+
+
+class ServerTiming:
+    """`Server-Timing: total;dur=<ms>` on every response: time from the request to its headers."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - started) * 1000
+                message["headers"] = [*message.get("headers", []), (b"server-timing", f"total;dur={ms:.2f}".encode())]
+            await send(message)
+
+        await self.app(scope, receive, timed)
