@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import UUID
@@ -71,6 +72,18 @@ Metadata = Annotated[dict[str, Any], AfterValidator(_small_json)]
 Tags = Annotated[tuple[Tag, ...], Field(max_length=MAX_TAGS), AfterValidator(_unique)]
 
 
+def new_subject_id(prefix: str, org_id: object, agent_id: object, idempotency_key: object) -> str:
+    """The id of a subject a command creates when the sender names none (`mem_...`, `ses_...`).
+
+    With an idempotency key it is derived from (org, agent, key), so a retry names the very
+    subject the original created (and whose receipt the retry gets); without one it is new.
+    """
+    if not all(isinstance(v, str) for v in (org_id, agent_id, idempotency_key)):
+        return new_id(prefix)
+    key = f"{org_id}\0{agent_id}\0{idempotency_key}".encode("utf-8", "surrogatepass")
+    return f"{prefix}_{hashlib.sha256(key).hexdigest()[:32]}"
+
+
 class Command(BaseModel):
     """Fields every command carries."""
 
@@ -87,6 +100,18 @@ class Command(BaseModel):
     correlation_id: Uuid | None = None
     causation_id: Uuid | None = None
 
+    #: (field, id prefix) of the subject this command creates, named by `new_subject_id` when left out.
+    new_subject: ClassVar[tuple[str, str] | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_new_subject(cls, data: Any) -> Any:
+        if cls.new_subject is None or not isinstance(data, dict) or data.get(cls.new_subject[0]) is not None:
+            return data
+        field, prefix = cls.new_subject
+        return {**data, field: new_subject_id(prefix, data.get("org_id"), data.get("agent_id"),
+                                               data.get("idempotency_key"))}
+
     @model_validator(mode="after")
     def _storable(self) -> Command:
         # Every value of every command, whatever its field: see ledger.storable.
@@ -97,7 +122,8 @@ class Command(BaseModel):
 
 class StoreMemory(Command):
     type: Literal["StoreMemory"] = "StoreMemory"
-    memory_id: Id = Field(default_factory=lambda: new_id("mem"))
+    new_subject: ClassVar[tuple[str, str] | None] = ("memory_id", "mem")
+    memory_id: Id
     content: Content
     memory_type: MemoryType = "note"
     tags: Tags = ()
@@ -152,7 +178,8 @@ class RecordRecall(Command):
 
 class IngestSession(Command):
     type: Literal["IngestSession"] = "IngestSession"
-    session_id: Id = Field(default_factory=lambda: new_id("ses"))
+    new_subject: ClassVar[tuple[str, str] | None] = ("session_id", "ses")
+    session_id: Id
     transcript: Annotated[tuple[Message, ...], Field(min_length=1, max_length=MAX_TRANSCRIPT_MESSAGES)]
     user_id: Id | None = None
     metadata: Metadata = Field(default_factory=dict)
@@ -249,3 +276,20 @@ AnyCommand = Annotated[
     Field(discriminator="type"),
 ]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+
+
+def name_new_subject(command: dict[str, Any]) -> dict[str, Any]:
+    """Fill in, in a command's JSON form, the id of the memory or session it creates when the
+    sender named none, exactly as the model would, so a surface can report that id."""
+    kind = NEW_SUBJECTS.get(command.get("type"))  # type: ignore[arg-type]
+    if kind is not None and command.get(kind[0]) is None:
+        command[kind[0]] = new_subject_id(kind[1], command.get("org_id"), command.get("agent_id"),
+                                          command.get("idempotency_key"))
+    return command
+
+
+#: Command type -> (field, id prefix) of the subject it creates.
+NEW_SUBJECTS: dict[str, tuple[str, str]] = {
+    cls.model_fields["type"].default: cls.new_subject for cls in (StoreMemory, IngestSession)
+    if cls.new_subject is not None}
+

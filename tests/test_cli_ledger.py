@@ -363,3 +363,12 @@ def test_send_gives_an_ingested_session_its_queue_position(env: Env, settings: S
     first, second = json_lines(result.output)
     assert (first["ok"], first["queue_position"]) == (True, 0)
     assert second["queue_position"] == 1  # the first is still ahead of it: no enqueuer runs
+
+
+def test_a_resent_store_without_an_id_reports_the_memory_the_original_created(env: Env) -> None:
+    command = {"type": "StoreMemory", "org_id": "acme", "agent_id": "a1", "content": "tea",
+               "idempotency_key": "fact-9"}
+    first, retry = (json_lines(run(env, "send", "--json", stdin=lines(command)).stdout)[0] for _ in range(2))
+
+    assert (first["duplicate"], retry["duplicate"]) == (False, True)
+    assert retry["memory_id"] == first["memory_id"]

@@ -156,3 +156,19 @@ def test_operations_health_and_cleanup(api: Api) -> None:
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
         spec = anonymous.get("/openapi.json").json()
         assert "/v1/memories" in spec["paths"] and "Problem" in spec["components"]["schemas"]
+
+
+def test_a_retried_create_names_the_subject_the_original_created(api: Api) -> None:
+    # A session, or a batch item, sent again with its idempotency key but no id gets the
+    # original's receipt, and must name the original's session or memory, not a new id.
+    key = api.key("acme", "agent", agent="bot")
+    with api.client(key) as http:
+        sessions = [http.post("/v1/sessions", json={"session_data": "I prefer tea."},
+                              headers={"Idempotency-Key": "chat-7"}) for _ in range(2)]
+        assert [s.status_code for s in sessions] == [202, 202]
+        assert sessions[0].json()["session_id"] == sessions[1].json()["session_id"]
+
+        item = {"type": "StoreMemory", "content": "tea", "idempotency_key": "fact-9"}
+        first, retry = (http.post("/v1/commands", json=[item]).json()[0] for _ in range(2))
+        assert (first["duplicate"], retry["duplicate"]) == (False, True)
+        assert retry["subject_id"] == first["subject_id"]

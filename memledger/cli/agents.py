@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import typer
 
 from commands import wire
+from commands.models import NEW_SUBJECTS, name_new_subject
 from ledger.errors import CommandError, InvalidCommand, RateLimited, VersionConflict
-from ledger.ids import new_id
 
 from .common import JsonOpt, open_app, print_json
 
@@ -26,7 +26,6 @@ BATCH_SIZE = 500
 EXIT_REJECTED = CommandError.exit_code  # 2: at least one command was not accepted
 
 # Commands that create a subject: its id field, and the prefix of an id made up for it.
-NEW_SUBJECTS = {"StoreMemory": ("memory_id", "mem"), "IngestSession": ("session_id", "ses")}
 # A numbered input line: the command's JSON object, or why it is not one.
 Item = tuple[int, dict[str, Any] | InvalidCommand]
 SourceArg = typer.Argument("-", metavar="[FILE|-]", help="JSON lines (or one JSON object); '-' or nothing reads stdin.")
@@ -89,10 +88,8 @@ def parse_line(number: int, data: bytes, only: str | None = None) -> Item:
         value.setdefault("type", only)
         if value["type"] != only:
             return number, InvalidCommand(f"expected an {only}, got a {value['type']!r}")
-    if value.get("type") in NEW_SUBJECTS:
-        # Name a new memory or session here, so the outcome line can say which id it got.
-        field, prefix = NEW_SUBJECTS[value["type"]]
-        value.setdefault(field, new_id(prefix))
+    # Name a new memory or session here, so the outcome line can say which id it got.
+    name_new_subject(value)
     return number, value
 
 

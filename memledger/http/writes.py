@@ -15,7 +15,6 @@ memory's owner as the read model knows it. The org is always the key's.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -25,9 +24,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from commands import wire
+from commands.models import name_new_subject, new_subject_id
 from ledger.errors import CommandError, InvalidCommand, RateLimited, VersionConflict
 from ledger.eventlog import Outcome, Receipt
-from ledger.ids import new_id
 from memledger.app import App
 from memledger.principal import Principal
 
@@ -64,7 +63,7 @@ def store_memory(body: StoreIn, response: Response, app: AppDep, who: CallerDep,
                  ) -> ReceiptOut:
     """Store a memory. Answers its receipt; `ETag` is its version, `X-Consistency-Token` its position."""
     agent = _agent(app, who, body.agent_id)
-    memory_id = body.memory_id or _new_memory_id(who.org_id, agent, idempotency_key)
+    memory_id = body.memory_id or new_subject_id("mem", who.org_id, agent, idempotency_key)
     fields = body.model_dump(exclude_none=True, exclude={"agent_id", "memory_id"})
     command = {"type": "StoreMemory", "memory_id": memory_id, **fields}
     receipt = _send(app, who, command, agent, idempotency_key, None)
@@ -135,7 +134,7 @@ def ingest_session(body: SessionIn, request: Request, response: Response, app: A
     if (body.messages is None) == (body.session_data is None):
         raise _invalid("body", "give either messages or session_data")
     agent = _agent(app, who, body.agent_id)
-    session_id = body.session_id or new_id("ses")
+    session_id = body.session_id or new_subject_id("ses", who.org_id, agent, idempotency_key)
     transcript = ([m.model_dump(mode="json", exclude_none=True) for m in body.messages] if body.messages
                   else [{"role": "user", "content": body.session_data}])
     command = {"type": "IngestSession", "session_id": session_id, "transcript": transcript,
@@ -188,15 +187,6 @@ def _agent(app: App, who: Principal, given: str | None, memory_id: str | None = 
     if memory_id is not None:
         return str(app.get(None, memory_id)["agent_id"])
     raise _invalid("body.agent_id", "name the agent (agent_id): this key is not bound to one")
-
-
-def _new_memory_id(org: str, agent: str, idempotency_key: str | None) -> str:
-    """A new memory's id; derived from the Idempotency-Key when there is one, so a retry names
-    the same memory as the original (whose receipt it gets)."""
-    if idempotency_key is None:
-        return new_id("mem")
-    digest = hashlib.sha256(f"{org}\0{agent}\0{idempotency_key}".encode("utf-8", "surrogatepass")).hexdigest()
-    return f"mem_{digest[:32]}"
 
 
 def _send(app: App, who: Principal, command: dict[str, Any], agent: str, idempotency_key: str | None,
@@ -261,18 +251,11 @@ def _object(value: Any) -> dict[str, Any] | CommandError:
     return InvalidCommand(f"expected a command object with a `type`, got a JSON {type(value).__name__}")
 
 
-#: Commands that create a subject: its id field, and the prefix of an id made up for it.
-NEW_SUBJECTS = {"StoreMemory": ("memory_id", "mem"), "IngestSession": ("session_id", "ses")}
-
-
 def _defaults(command: dict[str, Any], who: Principal) -> dict[str, Any]:
     command.setdefault("org_id", who.org_id)
     if who.agent_id is not None:
         command.setdefault("agent_id", who.agent_id)
-    field, prefix = NEW_SUBJECTS.get(str(command.get("type")), (None, ""))
-    if field is not None:
-        command.setdefault(field, new_id(prefix))
-    return command
+    return name_new_subject(command)
 
 
 def _result(index: int, item: dict[str, Any] | CommandError, outcome: Outcome) -> CommandResult:
