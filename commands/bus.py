@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ledger.codec import encode
-from ledger.errors import CommandError, InvalidCommand, RateLimited, Unauthorized
+from ledger.errors import CommandError, InvalidCommand, RateLimited, SystemOnly, Unauthorized
 from ledger.eventlog import Append, EventLog, Outcome, Receipt
 from ledger.ids import uuid7
 
@@ -122,7 +122,7 @@ class CommandBus:
     def _admit(self, raw: Command | Mapping[str, Any]) -> Command:
         command = parse(raw)
         if command.system_only and not self.system:
-            raise Unauthorized(f"{type(command).__name__} is sent only by memory-ledger's own workers and operators, "
+            raise SystemOnly(f"{type(command).__name__} is sent only by memory-ledger's own workers and operators, "
                                "never by an agent")
         if self.tenant is not None and command.org_id != self.tenant:
             raise Unauthorized(f"this sender may write to org {self.tenant!r} only, not {command.org_id!r}")

@@ -128,6 +128,14 @@ class Unauthorized(CommandError):
     code = "unauthorized"
 
 
+class SystemOnly(Unauthorized):
+    """The command type is sent only by memory-ledger's own workers and operators (retries,
+    summaries, expiry, transcript purges), never by an agent's key (HTTP 403: the type is
+    public knowledge, so refusing it reveals nothing about any org)."""
+
+    code = "system_only"
+
+
 class NotFound(LedgerError):
     """No such memory in this org (to another org's caller, its memories do not exist)."""
 

@@ -141,7 +141,7 @@ _CODES: dict[str, type[e.LedgerError]] = {
     "not_found": e.NotFound, "invalid_query": e.InvalidQuery, "rejected": e.CommandError,
     "unauthorized": e.Unauthorized, "timeout": e.Timeout, "unavailable": e.StoreUnavailable,
     "not_ready": e.ConfigurationError, "read_model": e.ProjectionError, "history_gap": e.HistoryGap,
-    "unauthenticated": e.Unauthenticated, "forbidden": e.Forbidden,
+    "unauthenticated": e.Unauthenticated, "forbidden": e.Forbidden, "system_only": e.SystemOnly,
 }
 #: Codes of a malformed request: a command error on writes, a query error on reads.
 _MALFORMED = frozenset({"invalid", "bad_request", "invalid_cursor", "too_large", "unsupported_media_type",

@@ -96,7 +96,7 @@ def test_system_only_commands_need_a_system_app(migrated: Settings) -> None:
     with App.open(migrated) as agent_app:
         agent_app.send(store("m1", expires_at=due))
         [refused] = agent_app.send_many([expire])
-        assert isinstance(refused, CommandError) and refused.code == "unauthorized"
+        assert isinstance(refused, CommandError) and refused.code == "system_only"
     with App.open(migrated, system=True) as system_app:
         [accepted] = system_app.send_many([expire])
         assert isinstance(accepted, Receipt)

@@ -125,3 +125,24 @@ def test_rate_limited_writes_get_429_and_idempotent_retries_never_do(slow_api: A
         original = first.json()
         assert {**retry.json(), "duplicate": False} == original
         assert retry.headers["X-Consistency-Token"] == first.headers["X-Consistency-Token"]
+
+
+def test_a_command_type_only_the_system_sends_is_403_system_only_in_a_batch(api: Api) -> None:
+    # Given an agent key of acme and one of its memories
+    key = api.key("acme", "agent", agent="bot")
+    with api.client(key) as http:
+        assert http.post("/v1/memories", json={"content": "kept", "memory_id": "m1"}).status_code == 201
+        before = _events(api)
+        # When it sends a worker-internal command type (its own org, its own agent)
+        expire = {"type": "ExpireMemory", "org_id": "acme", "agent_id": "bot", "memory_id": "m1",
+                  "expires_at": "2026-01-01T00:00:00Z"}
+        store = {"type": "StoreMemory", "org_id": "acme", "agent_id": "bot", "content": "fine"}
+        results = http.post("/v1/commands", json=[expire, store])
+    # Then that item is 403 system_only (the type is public: nothing about any org is revealed),
+    # the other item is accepted, and nothing of the refused one is appended
+    assert results.status_code == 200, results.text
+    refused, accepted = results.json()
+    assert (refused["ok"], refused["status"], refused["code"]) == (False, 403, "system_only")
+    assert accepted["ok"] and accepted["status"] == 200
+    assert _events(api) == before + 1
+    assert len(api.system.events(EventFilter(org="acme", types=frozenset({"MemoryExpired"})), limit=10)) == 0

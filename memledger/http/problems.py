@@ -81,6 +81,7 @@ TABLE: tuple[tuple[type[Exception], Row], ...] = (
     (e.SubjectExists, Row(409, "exists", "Already exists")),
     (e.SubjectForgotten, Row(410, "forgotten", "Memory forgotten")),
     (e.UnknownSubject, Row(404, "unknown_subject", "No such memory or session")),
+    (e.SystemOnly, Row(403, "system_only", "Sent only by the system")),
     (e.Unauthorized, Row(404, "not_found", "Not found")),
     (e.InvalidCommand, Row(422, "invalid", "Invalid command")),
     (e.CommandError, Row(422, "rejected", "Command rejected")),
