@@ -45,7 +45,7 @@ from ledger.errors import CommandError, ConfigurationError, Forbidden, InvalidQu
 from .keyring import KeyCache
 from .log_reader import EventFilter, follow, newest, oldest, partitions_for
 from .servers import ServerStatus, server_status, stop_servers
-from .views import Health, LedgerInfo, MemoryView, PartitionInfo, ShadowDropped
+from .views import Health, LedgerInfo, MemoryView, PartitionInfo, ShadowDropped, StatsReport
 
 if TYPE_CHECKING:
     from commands import Command, CommandBus
@@ -382,6 +382,12 @@ class App:
         """Per-agent counters of an org: live, stored, updated, forgotten, expired, recalls, sessions."""
         rows = self._memories().agent_stats(self._org(org))
         return [r for r in rows if self.agent in (None, r["agent_id"])]
+
+    def stats_report(self, org: str | None, top_tags: int = 100) -> StatsReport:
+        """`stats` plus live memories per tag (the `top_tags` most used) and the hierarchy's counts."""
+        store, org_id = self._memories(), self._org(org)
+        return StatsReport(self.stats(org_id), store.tag_counts(org_id, self.agent, top_tags),
+                           store.hierarchy_counts(org_id, self.agent))
 
     def hierarchy(self, query: HierarchyQuery) -> list[Row]:
         """Sessions (raw), their summaries and the discrete memories under them, newest first."""

@@ -48,6 +48,7 @@ from .client_results import (
     error_from_problem,
     outcome_of,
 )
+from .views import StatsReport
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -184,6 +185,10 @@ class Calls:
     @staticmethod
     def stats() -> Call[list[dict[str, Any]]]:
         return Call("GET", "/v1/stats", lambda r: list(r.json()["agents"]), read=True)
+
+    @staticmethod
+    def stats_report(top_tags: int) -> Call[StatsReport]:
+        return Call("GET", "/v1/stats", lambda r: StatsReport(**r.json()), params={"top_tags": top_tags}, read=True)
 
     @staticmethod
     def trending(hours: int, top: int, until: datetime | None) -> Call[Trending]:
@@ -381,6 +386,9 @@ class Client(_Base):
     def stats(self) -> list[dict[str, Any]]:
         return self.run(Calls.stats())
 
+    def stats_report(self, top_tags: int = 100) -> StatsReport:
+        return self.run(Calls.stats_report(top_tags))
+
     def trending(self, *, hours: int = 24, top: int = 10, until: datetime | None = None) -> Trending:
         return self.run(Calls.trending(hours, top, until))
 
@@ -513,6 +521,9 @@ class AsyncClient(_Base):
 
     async def stats(self) -> list[dict[str, Any]]:
         return await self.run(Calls.stats())
+
+    async def stats_report(self, top_tags: int = 100) -> StatsReport:
+        return await self.run(Calls.stats_report(top_tags))
 
     async def trending(self, *, hours: int = 24, top: int = 10, until: datetime | None = None) -> Trending:
         return await self.run(Calls.trending(hours, top, until))

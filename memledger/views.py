@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ledger.durability import Persistence
     from projections.history import HistoryEntry
 
-__all__ = ["Health", "LedgerInfo", "MemoryView", "PartitionInfo", "Probe", "ShadowDropped"]
+__all__ = ["Health", "LedgerInfo", "MemoryView", "PartitionInfo", "Probe", "ShadowDropped", "StatsReport"]
 
 Row = dict[str, Any]
 
@@ -83,3 +83,15 @@ class ShadowDropped:
     projection: str
     where: str
     existed: bool
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    """An org (or one agent of it) in numbers: per agent, per tag, and the memory hierarchy."""
+
+    agents: list[Row]
+    tags: list[Row]
+    hierarchy: Row
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)

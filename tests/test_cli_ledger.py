@@ -372,3 +372,21 @@ def test_a_resent_store_without_an_id_reports_the_memory_the_original_created(en
 
     assert (first["duplicate"], retry["duplicate"]) == (False, True)
     assert retry["memory_id"] == first["memory_id"]
+
+
+def test_stats_shows_agents_tags_and_the_hierarchy(env: Env, settings: Settings) -> None:
+    from projections.postgres import migrate
+
+    migrate.upgrade(settings)
+    sent = run(env, "send", stdin=lines(store("m1", tags=["tea", "food"]), store("m2", tags=["tea"]),
+                                        store("m3", org="globex", tags=["secret"])))
+    assert sent.exit_code == 0, sent.output
+    assert run(env, "projector", "run", "-p", "memories", "--until-caught-up").exit_code == 0
+
+    report = orjson.loads(run(env, "stats", "--org", "acme", "--json").stdout)
+    assert [a["agent_id"] for a in report["agents"]] == ["a1"]
+    assert report["tags"] == [{"tag": "tea", "memories": 2}, {"tag": "food", "memories": 1}]
+    assert report["hierarchy"]["direct"] == 2 and report["hierarchy"]["sessions"] == {}
+    table = run(env, "stats", "--org", "acme")
+    assert table.exit_code == 0 and "tea" in table.stdout and "Hierarchy" in table.stdout
+    assert "secret" not in table.stdout

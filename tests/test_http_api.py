@@ -172,3 +172,32 @@ def test_a_retried_create_names_the_subject_the_original_created(api: Api) -> No
         first, retry = (http.post("/v1/commands", json=[item]).json()[0] for _ in range(2))
         assert (first["duplicate"], retry["duplicate"]) == (False, True)
         assert retry["subject_id"] == first["subject_id"]
+
+
+def test_stats_break_down_by_agent_tag_and_hierarchy_within_the_key_scope(api: Api) -> None:
+    # Given two agents of acme with tagged memories and a session, and a stranger org
+    bot, other = api.key("acme", "agent", agent="bot"), api.key("acme", "agent", agent="other")
+    with api.client(bot) as http:
+        for tags in (["travel", "seat"], ["travel"], []):
+            assert http.post("/v1/memories", json={"content": f"fact {tags}", "tags": tags}).status_code == 201
+        assert http.post("/v1/sessions", json={"session_data": "I like aisle seats."}).status_code == 202
+    with api.client(other) as http:
+        assert http.post("/v1/memories", json={"content": "o", "tags": ["travel", "food"]}).status_code == 201
+    with api.client(api.key("globex", "agent", agent="bot")) as http:
+        assert http.post("/v1/memories", json={"content": "g", "tags": ["secret"]}).status_code == 201
+    api.project(("memories",))
+
+    # When the org's analyst asks, then every agent of acme counts, and nothing of globex
+    with api.client(api.key("acme", "analyst")) as http:
+        org = http.get("/v1/stats").json()
+    assert [a["agent_id"] for a in org["agents"]] == ["bot", "other"]
+    assert org["tags"] == [{"tag": "travel", "memories": 3}, {"tag": "food", "memories": 1},
+                           {"tag": "seat", "memories": 1}]
+    assert org["hierarchy"] == {"sessions": {"pending": 1}, "messages": 1, "summaries": 0, "extracted": 0,
+                                "direct": 4}
+    # And a key bound to agent bot sees bot's numbers only
+    with api.client(bot) as http:
+        mine = http.get("/v1/stats", params={"top_tags": 1}).json()
+    assert [a["agent_id"] for a in mine["agents"]] == ["bot"]
+    assert mine["tags"] == [{"tag": "travel", "memories": 2}]
+    assert mine["hierarchy"]["direct"] == 3 and mine["hierarchy"]["sessions"] == {"pending": 1}

@@ -55,6 +55,8 @@ def test_every_write_and_read_round_trips(api: Api) -> None:
         assert [h.event["type"] for h in ml.history(memory_id)] == [
             "MemoryStored", "MemoryUpdated", "MemoryTagged", "MemoryUntagged", "MemoryRecalled"]
         assert ml.stats()[0]["agent_id"] == "bot"
+        report = ml.stats_report(top_tags=5)
+        assert report.tags == [{"tag": "tea", "memories": 1}] and report.hierarchy["direct"] >= 1
         assert _eventually(lambda: ml.feed("bot")[0]["type"] == "MemoryRecalled")  # a Redis read model: it follows
         assert ml.trending(hours=1).hours == 1
         assert ml.analytics().agents >= 1

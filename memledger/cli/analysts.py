@@ -116,13 +116,20 @@ def memory_show(
 
 
 def stats(org: OrgOpt, as_json: JsonOpt = False) -> None:
-    """Per agent of an org: live memories, stored, updated, forgotten, expired, recalls, sessions."""
+    """An org in numbers: per agent (live memories, stored, updated, forgotten, expired, recalls,
+    sessions), live memories per tag, and the hierarchy (sessions, summaries, extracted, direct)."""
     with open_app() as app:
-        rows = app.stats(org)
+        report = app.stats_report(org)
     if as_json:
-        print_json(rows)
-    else:
-        console.print(stats_table({org: rows}))
+        print_json(report.as_json())
+        return
+    console.print(stats_table({org: report.agents}))
+    console.print(counts_table("Live memories per tag", "tag", [(r["tag"], r["memories"]) for r in report.tags[:20]]))
+    h = report.hierarchy
+    console.print(counts_table("Hierarchy", "level", [
+        *((f"sessions {status}", n) for status, n in sorted(h["sessions"].items())),
+        ("messages", h["messages"]), ("summaries", h["summaries"]), ("extracted memories", h["extracted"]),
+        ("memories stored directly", h["direct"])]))
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -156,6 +163,13 @@ def stats_table(by_org: dict[str, list[dict[str, Any]]]) -> Table:
         for r in rows:
             table.add_row(org, r["agent_id"], *(str(r[k]) for k in ("live_memories", "stored", "updated", "forgotten",
                                                                       "expired", "recalls", "sessions")))
+    return table
+
+
+def counts_table(title: str, what: str, counts: Sequence[tuple[str, int]]) -> Table:
+    table = Table(what, "count", title=title)
+    for name, n in counts:
+        table.add_row(name, str(n))
     return table
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from commands.models import Content, Id, Importance, Metadata, Tags, Timestamp
 from ledger.events import MemoryType, Message
 
-__all__ = ["AnalyticsOut", "CleanupIn", "CleanupOut", "CommandResult", "HealthOut", "HierarchyOut",
+__all__ = ["AnalyticsOut", "CleanupIn", "CleanupOut", "CommandResult", "HealthOut", "HierarchyCounts", "HierarchyOut",
            "HistoryEntryOut", "HistoryOut", "MemoryOut", "MemoryPage", "ReceiptOut", "RecallIn", "SessionIn",
            "SessionOut", "SessionReceiptOut", "StatsOut", "StoreIn", "TagsIn", "TrendingOut", "UpdateIn"]
 
@@ -163,8 +163,18 @@ class HierarchyOut(BaseModel):
     rows: list[dict[str, Any]]
 
 
+class HierarchyCounts(BaseModel):
+    sessions: dict[str, int] = Field(description="Sessions by status: pending, processed, failed, ...")
+    messages: int = Field(description="Messages of those sessions")
+    summaries: int = Field(description="Live session summaries")
+    extracted: int = Field(description="Live memories extracted from sessions (summaries excluded)")
+    direct: int = Field(description="Live memories stored directly, not from a session")
+
+
 class StatsOut(BaseModel):
     agents: list[dict[str, Any]] = Field(description="Per agent: live memories, stored, updated, forgotten, ...")
+    tags: list[dict[str, Any]] = Field(description="Per tag, most used first: `{tag, memories}` (live memories)")
+    hierarchy: HierarchyCounts
 
 
 class TrendingOut(BaseModel):

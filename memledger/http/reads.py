@@ -21,6 +21,7 @@ from .auth import principal_app
 from .models import (
     AnalyticsOut,
     FeedOut,
+    HierarchyCounts,
     HierarchyOut,
     HistoryEntryOut,
     HistoryOut,
@@ -141,10 +142,15 @@ def hierarchy(app: AppDep, agent_id: Agent = None,
 
 
 @router.get("/stats", response_model=StatsOut)
-def stats(app: AppDep, consistent_with: Token = None) -> StatsOut:
-    """Per agent of the key's org: live memories, stored, updated, forgotten, expired, recalls, sessions."""
+def stats(app: AppDep, consistent_with: Token = None,
+          top_tags: Annotated[int, Query(ge=1, le=1000, description="How many tags, most used first")] = 100,
+          ) -> StatsOut:
+    """The key's org (or agent) in numbers: per agent (live memories, stored, updated, forgotten,
+    expired, recalls, sessions), per tag (live memories), and the hierarchy (sessions by status,
+    summaries, extracted and direct memories)."""
     _wait(app, consistent_with)
-    return StatsOut(agents=app.stats(None))
+    report = app.stats_report(None, top_tags)
+    return StatsOut(agents=report.agents, tags=report.tags, hierarchy=HierarchyCounts(**report.hierarchy))
 
 
 @router.get("/trending", response_model=TrendingOut)

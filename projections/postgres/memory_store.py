@@ -92,6 +92,31 @@ class MemoryStore:
             row["expired"] += due
         return rows
 
+    def tag_counts(self, org_id: str, agent_id: str | None = None, limit: int = 100) -> list[Row]:
+        """Live memories per tag (past-expiry ones excluded), most used first, at most `limit` tags."""
+        check_ids(org_id=org_id, agent_id=agent_id)
+        sql, args = f"SELECT t.tag, count(*)::int AS memories FROM memories, unnest(tags) AS t(tag) " \
+                    f"WHERE org_id = %s AND {LIVE}", [org_id, self.clock()]
+        if agent_id is not None:
+            sql, args = sql + " AND agent_id = %s", args + [agent_id]
+        return self._fetch(sql + " GROUP BY t.tag ORDER BY memories DESC, t.tag LIMIT %s", args + [limit])
+
+    def hierarchy_counts(self, org_id: str, agent_id: str | None = None) -> Row:
+        """The hierarchy in numbers: sessions by status (and their messages), summaries, memories
+        extracted from sessions, and memories stored directly."""
+        check_ids(org_id=org_id, agent_id=agent_id)
+        scope, args = ("org_id = %s", [org_id]) if agent_id is None else \
+            ("org_id = %s AND agent_id = %s", [org_id, agent_id])
+        sessions = self._fetch(f"SELECT status, count(*)::int AS n, coalesce(sum(message_count), 0)::int AS messages"
+                               f" FROM sessions WHERE {scope} GROUP BY status", args)
+        [memories] = self._fetch(
+            "SELECT count(*) FILTER (WHERE memory_type = 'summary')::int AS summaries,"
+            " count(*) FILTER (WHERE memory_type <> 'summary' AND session_id IS NOT NULL)::int AS extracted,"
+            f" count(*) FILTER (WHERE session_id IS NULL)::int AS direct FROM memories WHERE {scope} AND {LIVE}",
+            args + [self.clock()])
+        return {"sessions": {r["status"]: r["n"] for r in sessions},
+                "messages": sum(r["messages"] for r in sessions), **memories}
+
     def wait_for(self, receipt: Receipt, timeout: float = 5.0, projection: str = "memories") -> None:
         """Return once `projection` has applied the receipt's position (read-your-writes)."""
         deadline, delay = time.monotonic() + timeout, 0.001
