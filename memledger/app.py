@@ -323,8 +323,16 @@ class App:
         return limiter.burst, left, full_in
 
     def wait_for(self, receipt: Receipt, timeout: float = WAIT_TIMEOUT_S, projection: str = "memories") -> None:
-        """Return once `projection` has applied the receipt's position (read-your-writes); `Timeout` else."""
-        self._memories().wait_for(receipt, timeout, projection)
+        """Return once `projection` has applied the receipt's position (read-your-writes); `Timeout` else.
+        The memories and the archive are waited on through the query connection; any other
+        projection (a Redis read model included) through its own checkpoint store."""
+        if projection in ("memories", "archive"):  # checkpointed beside the memories, in PostgreSQL
+            self._memories().wait_for(receipt, timeout, projection)
+            return
+        from projections.checkpoints import wait_applied
+
+        model = self._projection(projection)
+        wait_applied(lambda: model.checkpoints().get(receipt.partition), receipt, timeout, projection)
 
     # -- analysts: memories -------------------------------------------------------------------
 

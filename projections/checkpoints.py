@@ -15,9 +15,15 @@ Implementations: `projections.postgres.checkpoint_table.PostgresCheckpoints` (ta
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["START", "CheckpointStore"]
+from ledger.errors import Timeout
+from ledger.eventlog import Receipt
+from ledger.events import stream_id_key
+
+__all__ = ["START", "CheckpointStore", "wait_applied"]
 
 #: The checkpoint of a partition nothing was applied of.
 START = "0-0"
@@ -33,3 +39,19 @@ class CheckpointStore(Protocol):
 
     def get(self, partition: int) -> str | None:
         """One partition's checkpoint, None if nothing was applied of it."""
+
+
+def wait_applied(reached: Callable[[], str | None], receipt: Receipt, timeout: float, projection: str) -> None:
+    """Return once `reached()` (a partition's checkpoint) is at or past the receipt's position;
+    polls with a backoff from 1 ms to 50 ms and raises `Timeout` (naming what to run) at the deadline."""
+    deadline, delay = time.monotonic() + timeout, 0.001
+    target = stream_id_key(receipt.stream_id)
+    while True:
+        position = reached()
+        if position is not None and stream_id_key(position) >= target:
+            return
+        if time.monotonic() + delay > deadline:
+            raise Timeout(f"{projection} has not reached {receipt.partition}/{receipt.stream_id} within "
+                          f"{timeout}s; is a projector running (`memledger up`)?")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

@@ -201,3 +201,26 @@ def test_stats_break_down_by_agent_tag_and_hierarchy_within_the_key_scope(api: A
     assert [a["agent_id"] for a in mine["agents"]] == ["bot"]
     assert mine["tags"] == [{"tag": "travel", "memories": 2}]
     assert mine["hierarchy"]["direct"] == 3 and mine["hierarchy"]["sessions"] == {"pending": 1}
+
+
+def _timing(response: httpx.Response) -> dict[str, float]:
+    parts = (p.strip().split(";dur=") for p in response.headers["Server-Timing"].split(","))
+    return {name: float(ms) for name, ms in parts}
+
+
+def test_server_timing_names_the_key_check_the_wait_and_the_handler(api: Api) -> None:
+    key = api.key("acme", "agent", agent="bot")
+    with api.client(key) as http:
+        stored = http.post("/v1/memories", json={"content": "timed"})
+        token = stored.headers["X-Consistency-Token"]
+        with api.projecting(("memories",)):
+            read = http.get("/v1/memories", params={"consistent_with": token})
+    with api.client() as anonymous:
+        health = anonymous.get("/v1/health")
+    write_parts, read_parts = _timing(stored), _timing(read)
+    assert list(write_parts) == ["auth", "handler", "total"]
+    assert list(read_parts) == ["auth", "wait", "handler", "total"]
+    for parts in (write_parts, read_parts):
+        assert all(ms >= 0 for ms in parts.values())
+        assert sum(ms for name, ms in parts.items() if name != "total") <= parts["total"] + 0.05
+    assert list(_timing(health)) == ["total"]  # no key, no route-level parts

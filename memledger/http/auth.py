@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Annotated
@@ -29,6 +30,8 @@ from ledger import Settings
 from ledger.errors import Unauthenticated
 from memledger.app import App
 from memledger.principal import Principal
+
+from .middleware import timing_mark
 
 __all__ = ["AppPool", "Caller", "Gate", "caller", "principal_app"]
 
@@ -123,7 +126,9 @@ def caller(request: Request) -> Principal:
     """The authenticated principal of this request (401 otherwise)."""
     found: Principal | None = getattr(request.state, "principal", None)
     if found is None:
+        started = time.perf_counter()
         found = gate_of(request).principal(request)
+        timing_mark("auth", time.perf_counter() - started)
         request.state.principal = found
     return found
 
@@ -132,6 +137,7 @@ def principal_app(request: Request, principal: Annotated[Principal, Depends(call
     """The App this request runs on: the principal's scope and permissions; returned to the pool after."""
     pool = gate_of(request).pool
     app = pool.acquire(principal)
+    timing_mark("handler", time.perf_counter())
     try:
         yield app
     finally:

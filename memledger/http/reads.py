@@ -9,6 +9,7 @@ own: they wait for `memories` too, which is an approximation, not a guarantee.
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
@@ -31,6 +32,7 @@ from .models import (
     StatsOut,
     TrendingOut,
 )
+from .middleware import timing_mark
 from .problems import PROBLEMS
 
 __all__ = ["router"]
@@ -52,7 +54,11 @@ def _wait(app: App, consistent_with: str | None, projection: str = "memories") -
         receipt = h.token_receipt(consistent_with)
         if receipt.partition >= app.settings.partitions:
             raise h.token_problem(consistent_with)
-        app.wait_for(receipt, CONSISTENCY_WAIT_S, projection)
+        started = time.perf_counter()
+        try:
+            app.wait_for(receipt, CONSISTENCY_WAIT_S, projection)
+        finally:
+            timing_mark("wait", time.perf_counter() - started)
 
 
 @router.get("/memories", response_model=MemoryPage)
@@ -158,7 +164,7 @@ def trending(app: AppDep, hours: Annotated[int, Query(ge=1, le=720)] = 24,
              top: Annotated[int, Query(ge=1, le=100)] = 10, until: Until = None,
              consistent_with: Token = None) -> TrendingOut:
     """Trending tags and most-recalled memories over the `hours` before `until` (now)."""
-    _wait(app, consistent_with)
+    _wait(app, consistent_with, "trending")
     report = app.trending(None, hours, top, _utc(until))
     body = report.as_json()
     return TrendingOut(hours=report.hours, until=report.until, tags=body["tags"], memories=body["memories"])
@@ -169,7 +175,7 @@ def analytics(app: AppDep, since: Annotated[date | None, Query(description="Firs
               until: Annotated[date | None, Query(description="Last day (default: today, UTC).")] = None,
               consistent_with: Token = None) -> AnalyticsOut:
     """Events per type, unique agents and users, per day."""
-    _wait(app, consistent_with)
+    _wait(app, consistent_with, "analytics")
     last = until or datetime.now(timezone.utc).date()
     report = app.analytics(None, since or last - timedelta(days=6), last)
     return AnalyticsOut.model_validate(report.as_json())
@@ -179,7 +185,7 @@ def analytics(app: AppDep, since: Annotated[date | None, Query(description="Firs
 def feed(agent_id: IdPath, app: AppDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
          consistent_with: Token = None) -> FeedOut:
     """An agent's recent activity, newest first."""
-    _wait(app, consistent_with)
+    _wait(app, consistent_with, "activity")
     return FeedOut(agent_id=agent_id, items=app.feed(None, agent_id, limit))
 
 

@@ -9,7 +9,6 @@ and point-in-time reads come from the event archive (`ledger.archive`), folded b
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,11 +16,11 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from ledger import archive
-from ledger.errors import InvalidQuery, NotFound, Timeout
+from ledger.errors import InvalidQuery, NotFound
 from ledger.eventlog import Receipt
-from ledger.events import stream_id_key
 from ledger.postgres import connect, query_errors, translated
 
+from ..checkpoints import wait_applied
 from ..history import HistoryEntry, fold_as_of, history_entries
 from ..query import COLUMNS, LIVE, Clock, MemoryQuery, QueryResult, Row, check_ids, check_text, check_time, utc_now
 from . import checkpoint_table as checkpoints
@@ -118,19 +117,12 @@ class MemoryStore:
                 "messages": sum(r["messages"] for r in sessions), **memories}
 
     def wait_for(self, receipt: Receipt, timeout: float = 5.0, projection: str = "memories") -> None:
-        """Return once `projection` has applied the receipt's position (read-your-writes)."""
-        deadline, delay = time.monotonic() + timeout, 0.001
-        target = stream_id_key(receipt.stream_id)
-        while True:
+        """Return once `projection` (one checkpointed in PostgreSQL) has applied the receipt's position."""
+        def reached() -> str | None:
             with translated():
-                reached = checkpoints.get(self.conn, projection, receipt.partition)
-            if reached is not None and stream_id_key(reached) >= target:
-                return
-            if time.monotonic() + delay > deadline:
-                raise Timeout(f"{projection} has not reached {receipt.partition}/{receipt.stream_id} within "
-                              f"{timeout}s; is a projector running (`memledger up`)?")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+                return checkpoints.get(self.conn, projection, receipt.partition)
+
+        wait_applied(reached, receipt, timeout, projection)
 
 
 def open_store(conninfo: str, schema: str, clock: Clock = utc_now) -> MemoryStore:
