@@ -498,11 +498,12 @@ class App:
     def cleanup(self, retention_days: int | None = None) -> MaintenanceReport:
         """One round of expiry and retention now (of the App's org only when scoped): memories past
         their expiry end, raw transcripts older than `retention_days` (default: the setting) are purged."""
-        from workers.expiry import run_maintenance
+        from workers.expiry import ACTOR, run_maintenance
 
         self._maintenance("maintenance cleanup")
         days = self.settings.retention_days if retention_days is None else retention_days
-        return run_maintenance(self._bus(True), self._memories().conn, days, org_id=self.tenant)
+        actor = ACTOR if self.principal is None else self.principal.key_id  # history names the operator's key
+        return run_maintenance(self._bus(True), self._memories().conn, days, org_id=self.tenant, actor=actor)
 
     def run_workers(self, processes: int, threads: int, enqueuer: bool, maintenance: bool,
                     stop: threading.Event) -> None:

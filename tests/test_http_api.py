@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from memledger.log_reader import EventFilter
+
 from http_server import Api, api  # noqa: F401 - the fixture
 
 PROBLEM = "application/problem+json"
@@ -144,9 +146,16 @@ def test_operations_health_and_cleanup(api: Api) -> None:
         health = anonymous.get("/v1/health")
         assert health.status_code == 200 and health.json()["redis"]["ok"] and health.json()["migrated"]
         assert "memories" in health.json()["lag"]
+    with api.client(agent) as http:  # a memory already past its expiry, for the cleanup to end
+        stored = http.post("/v1/memories", json={"content": "old news", "expires_at": "2026-01-01T00:00:00Z"})
+        assert stored.status_code == 201, stored.text
+    api.project(("memories",))
     with api.client(operator) as http:
         done = http.post("/v1/maintenance/cleanup", json={"retention_days": 30})
-        assert done.status_code == 200 and done.json()["purged"] == 0
+        assert done.status_code == 200 and (done.json()["expired"], done.json()["purged"]) == (1, 0)
+        [expired] = api.system.events(EventFilter(org="acme", types=frozenset({"MemoryExpired"})))
+        operator_key = api.system.authenticate(operator).key_id
+        assert expired.event.actor == operator_key  # history names the key that ran the cleanup
         refused = http.post("/v1/memories", json={"agent_id": "bot", "content": "operators do not write"})
         assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
     with api.client(agent) as http:

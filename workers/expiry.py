@@ -32,6 +32,7 @@ from .pg_reads import due_memories, old_transcripts
 if TYPE_CHECKING:
     from ledger.postgres import Connection
 
+#: The actor of the commands of scheduled rounds (an operator's cleanup names its key instead).
 ACTOR = "worker/maintenance"
 
 
@@ -55,40 +56,42 @@ class MaintenanceReport:
                 self.skipped += 1
 
 
-def expire_due(bus: CommandBus, conn: Connection, now: datetime,
-               report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+def expire_due(bus: CommandBus, conn: Connection, now: datetime, report: MaintenanceReport | None = None,
+               org_id: str | None = None, actor: str = ACTOR) -> MaintenanceReport:
     """Expire every memory (of `org_id` when given) whose `expires_at` is at or before `now` (as the
     read model has it)."""
     report = report or MaintenanceReport()
     for rows in due_memories(conn, now, org_id):
         commands: list[Command] = [
             ExpireMemory(org_id=org, agent_id=agent, memory_id=memory, expires_at=expires, expected_version=version,
-                         idempotency_key=f"expire/{memory}/v{version}", actor=ACTOR)
+                         idempotency_key=f"expire/{memory}/v{version}", actor=actor)
             for expires, org, agent, memory, version in rows]
         report.add(bus.send_many(commands), "expired")
     return report
 
 
 def purge_transcripts(bus: CommandBus, conn: Connection, now: datetime, retention_days: int,
-                      report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+                      report: MaintenanceReport | None = None, org_id: str | None = None,
+                      actor: str = ACTOR) -> MaintenanceReport:
     """Purge the raw transcripts of sessions (of `org_id` when given) ingested more than
     `retention_days` before `now`."""
     report = report or MaintenanceReport()
     for rows in old_transcripts(conn, now - timedelta(days=retention_days), org_id):
         commands: list[Command] = [
             PurgeTranscript(org_id=org, agent_id=agent, session_id=session, retention_days=retention_days,
-                            idempotency_key=f"purge/{session}", actor=ACTOR)
+                            idempotency_key=f"purge/{session}", actor=actor)
             for _, org, agent, session in rows]
         report.add(bus.send_many(commands), "purged")
     return report
 
 
-def run_maintenance(bus: CommandBus, conn: Connection, retention_days: int,
-                    now: datetime | None = None, org_id: str | None = None) -> MaintenanceReport:
-    """One round of expiry and retention (of one org's memories and sessions when `org_id` is given)."""
+def run_maintenance(bus: CommandBus, conn: Connection, retention_days: int, now: datetime | None = None,
+                    org_id: str | None = None, actor: str = ACTOR) -> MaintenanceReport:
+    """One round of expiry and retention (of one org's memories and sessions when `org_id` is given),
+    its commands recorded as sent by `actor`."""
     now = now or datetime.now(timezone.utc)
-    report = expire_due(bus, conn, now, org_id=org_id)
-    return purge_transcripts(bus, conn, now, retention_days, report, org_id)
+    report = expire_due(bus, conn, now, org_id=org_id, actor=actor)
+    return purge_transcripts(bus, conn, now, retention_days, report, org_id, actor)
 
 
 __all__ = ["MaintenanceReport", "expire_due", "purge_transcripts", "run_maintenance"]
