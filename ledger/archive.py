@@ -42,7 +42,7 @@ from __future__ import annotations
 from ledger.errors import HistoryGap
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -326,7 +326,7 @@ def _read_stream(log: RedisEventLog, partition: int, after: str, until: str | No
 
 
 def read_from(source: Settings | psycopg.Connection[Any] | None, log: RedisEventLog, partition: int,
-              after: str = "0-0", until: str | None = None, page: int = PAGE) -> Iterator[RecordedEvent]:
+              after: str = "0-0", until: str | None = None, page: int = PAGE) -> Generator[RecordedEvent, None, None]:
     """Every event of `partition` in (after, until], from the archive and then the stream.
 
     `source` is where the archive lives (settings, or a connection dedicated to this read

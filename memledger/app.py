@@ -33,17 +33,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import replace
 from datetime import date, datetime
+from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ledger import Settings
 from ledger.connections import connect_redis
 from ledger.errors import CommandError, ConfigurationError, Forbidden, InvalidQuery, LedgerError, NotPermitted
+from ledger.events import stream_id_key
 
 from .keyring import KeyCache
-from .log_reader import EventFilter, follow, newest, oldest, partitions_for
+from .log_reader import MAX_SEQ, EventFilter, PartitionReader, follow, newest, oldest, partitions_for
 from .servers import ServerStatus, server_status, stop_servers
 from .views import Health, LedgerInfo, MemoryView, PartitionInfo, ShadowDropped, StatsReport
 
@@ -577,7 +580,27 @@ class App:
         """The first `limit` events matching `filt`, oldest first, across partitions (or one)."""
         filt = self._scoped(filt)
         chosen = partitions_for(self.settings.partitions, partition, filt.org, filt.agent)
-        return oldest(self._ledger(), chosen, filt, limit)
+        return oldest(self._ledger(), chosen, filt, limit, self._with_archive(filt, limit))
+
+    def _with_archive(self, filt: EventFilter, limit: int) -> PartitionReader:
+        """A partition reader that reads a range starting below a trim from the archive, then the
+        stream (`ledger.archive.read_from`): an old cursor (an SSE client back after a trim) still
+        gets every event after it, none skipped."""
+        log = self._ledger()
+
+        def read(partition: int, after: str, until: str) -> Iterable[RecordedEvent]:
+            trimmed = log.trimmed_through(partition)
+            if trimmed is None or stream_id_key(after) >= stream_id_key(trimmed):
+                return log.iter_partition(partition, after, until)
+            from ledger.archive import read_from
+
+            # Its own connection (read_from holds a transaction while it reads), closed here.
+            # An XRANGE end of a bare millisecond covers all its sequence numbers; the archive's needs them.
+            end = None if until == "+" else until if "-" in until else f"{until}-{MAX_SEQ}"
+            with closing(read_from(self.settings, log, partition, after, end)) as events:
+                return list(islice(filter(filt.matches, events), limit))
+
+        return read
 
     def heads(self, filt: EventFilter, partition: int | None = None) -> dict[int, str]:
         """The current head of each partition `filt` reads ("0-0" when empty): a cursor for `tail`/`follow`."""

@@ -206,6 +206,10 @@ class SseParser:
     def _dispatch(self) -> Iterator[LiveEvent]:
         import orjson
 
+        if self._data and self._type == "problem":  # the server ended the stream with an error
+            problem = orjson.loads("\n".join(self._data))
+            self._type, self._data = "message", []
+            raise error_from_problem(int(problem.get("status") or 500), problem, write=False)
         if self._data and self._id is not None:
             body = orjson.loads("\n".join(self._data))
             yield LiveEvent(id=self._id, type=self._type, partition=body.pop("partition"),

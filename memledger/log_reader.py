@@ -7,7 +7,7 @@ a millisecond), so a range reads in the order the log was written.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
@@ -16,7 +16,7 @@ from ledger.eventlog import EventLog
 from ledger.events import RecordedEvent, stream_id_key
 from ledger.partitions import partition_for
 
-__all__ = ["EventFilter", "follow", "newest", "oldest", "partitions_for"]
+__all__ = ["EventFilter", "PartitionReader", "follow", "newest", "oldest", "partitions_for"]
 
 #: The largest sequence part of a stream id.
 MAX_SEQ = 2**64 - 1
@@ -76,10 +76,16 @@ def log_order(record: RecordedEvent) -> tuple[int, int, int]:
     return ms, seq, record.position.partition
 
 
-def oldest(log: EventLog, partitions: Iterable[int], filt: EventFilter, limit: int) -> list[RecordedEvent]:
+#: Reads one partition's events in (after, until]: `EventLog.iter_partition`, or one that also
+#: reads what a trim moved to the archive.
+PartitionReader = Callable[[int, str, str], Iterable[RecordedEvent]]
+
+
+def oldest(log: EventLog, partitions: Iterable[int], filt: EventFilter, limit: int,
+           read: PartitionReader | None = None) -> list[RecordedEvent]:
     """The first `limit` matching events across `partitions`, oldest first (lazily read)."""
-    streams = [islice(filter(filt.matches, log.iter_partition(p, filt.after, filt.until)), limit)
-               for p in partitions]
+    reader: PartitionReader = read or log.iter_partition
+    streams = [islice(filter(filt.matches, reader(p, filt.after, filt.until)), limit) for p in partitions]
     return list(islice(heapq.merge(*streams, key=log_order), limit))
 
 

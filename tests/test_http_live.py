@@ -12,10 +12,12 @@ import pytest
 
 from http_server import Api, api  # noqa: F401 - the fixture
 from ledger import Settings
+from ledger.errors import HistoryGap
 from memledger.app import App
 from memledger.client import Client
 from memledger.client_results import LiveEvent
 from memledger.http import serving
+from test_replay_helpers import sql
 
 PROBLEM = "application/problem+json"
 AGENTS = tuple(f"agent-{n}" for n in range(6))  # spread over the 4 partitions of the test namespace
@@ -227,3 +229,42 @@ def test_a_stream_can_start_from_a_cursor(api: Api) -> None:
         again.close()
     assert everything[0].event["subject_id"] == "before-0"
     assert sorted(e.event["subject_id"] for e in got) == ["after-0", "after-1", "after-2"]
+
+
+def test_a_cursor_older_than_a_trim_resumes_from_the_archive(api: Api) -> None:
+    # Given a client's cursor, then 40 events, all archived and projected, then the streams trimmed
+    key = api.key("acme", "analyst")
+    _append(api.system, _stores("acme", "seen", 1, ("agent-0",)))
+    with Client(api.url, key) as client:
+        stream = client.events(since="0:0-0")
+        [seen] = _take(stream, 1)
+        stream.close()
+        _append(api.system, _stores("acme", "missed", 40))
+        api.project(("archive", "memories", "api_keys", "trending", "analytics", "activity"))
+        trimmed = api.system.trim(0)
+        assert sum(point.removed for point in trimmed) > 0, trimmed
+        # When it reconnects with that cursor, and one more event comes after
+        again = client.events(since=seen.id)
+        _append(api.system, _stores("acme", "later", 1))
+        got = _take(again, 41)
+        again.close()
+    # Then it gets each event it missed exactly once, in order per partition, and the new one
+    assert sorted(e.event["subject_id"] for e in got) == sorted([f"missed-{n}" for n in range(40)] + ["later-0"])
+    _assert_ledger_order(got)
+
+
+def test_a_cursor_behind_a_trim_the_archive_cannot_fill_ends_the_stream_with_a_problem(api: Api) -> None:
+    # Given a cursor, later events trimmed from the streams, and their archive rows lost
+    key = api.key("acme", "analyst")
+    _append(api.system, _stores("acme", "seen", 1, ("agent-0",)))
+    with Client(api.url, key) as client:
+        stream = client.events(since="0:0-0")
+        [seen] = _take(stream, 1)
+        stream.close()
+        _append(api.system, _stores("acme", "lost", 12))
+        api.project(("archive", "memories", "api_keys", "trending", "analytics", "activity"))
+        assert sum(point.removed for point in api.system.trim(0)) > 0
+        sql(api.settings, "DELETE FROM event_archive WHERE subject_id LIKE 'lost-%%'")
+        # When the client resumes from its cursor, then it is told history is gone, not silently skipped
+        with pytest.raises(HistoryGap, match="trimmed"):
+            next(client.events(since=seen.id))

@@ -23,6 +23,7 @@ thread or connection behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -35,7 +36,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ledger import Settings
-from ledger.errors import InvalidQuery, NotPermitted
+from ledger.errors import InvalidQuery, LedgerError, NotPermitted
 from ledger.events import PAYLOADS, RecordedEvent
 from memledger.app import App
 from memledger.log_reader import EventFilter
@@ -44,7 +45,7 @@ from . import event_cursor
 from .auth import principal_app
 from .event_tail import EventTail
 from .head_watch import HeadWatch
-from .problems import FieldError, HttpProblem
+from .problems import FieldError, HttpProblem, problem_body, problem_for
 
 __all__ = ["STREAMED_TYPES", "router"]
 
@@ -57,6 +58,7 @@ FALLBACK_S = 1.0
 #: The reconnection delay suggested to clients (SSE `retry:`), in milliseconds.
 RETRY_MS = 1000
 
+log = logging.getLogger("memledger.http")
 router = APIRouter(prefix="/v1", tags=["live"])
 
 
@@ -151,7 +153,11 @@ async def _stream(tail: EventTail, lock: threading.Lock, watch: HeadWatch, ping_
         yield b"retry: %d\n\n" % RETRY_MS
         while True:
             wake.clear()  # before reading: a move during the read wakes the next wait at once
-            batch = await asyncio.to_thread(poll, watch.heads(tail.partitions) if woken else None)
+            try:
+                batch = await asyncio.to_thread(poll, watch.heads(tail.partitions) if woken else None)
+            except LedgerError as error:  # the headers are sent: the problem goes in the stream, which ends
+                yield _problem(error)
+                return
             for record, cursor in batch:
                 yield _message(record, cursor)
             if batch:
@@ -170,6 +176,15 @@ async def _stream(tail: EventTail, lock: threading.Lock, watch: HeadWatch, ping_
         # Cancelled (the client left, or the server stops): no await is possible here, so the
         # connections are closed by a worker thread once an in-flight poll has returned.
         threading.Thread(target=_close, args=(tail.app, lock), name="sse-close", daemon=True).start()
+
+
+def _problem(error: LedgerError) -> bytes:
+    """An error after the stream began (a cursor behind a trim the archive cannot fill, a store
+    gone): one `problem` event carrying the problem document, with no id, so a client that
+    reconnects resumes where it was."""
+    if problem_for(error).status >= 500:
+        log.warning("live stream ended: %s", error)
+    return b"event: problem\ndata: %s\n\n" % orjson.dumps(problem_body(problem_for(error)))
 
 
 def _close(own: App, lock: threading.Lock) -> None:

@@ -27,8 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger import errors as e
 
-__all__ = ["PROBLEMS", "PROBLEM_TYPE", "FieldError", "HttpProblem", "Problem", "install", "problem_for",
-           "problem_response", "status_of"]
+__all__ = ["PROBLEMS", "PROBLEM_TYPE", "FieldError", "HttpProblem", "Problem", "install", "problem_body",
+           "problem_for", "problem_response", "status_of"]
 
 log = logging.getLogger("memledger.http")
 
@@ -141,10 +141,14 @@ def problem_for(error: BaseException) -> HttpProblem:
     return HttpProblem(row.status, row.code, row.title, detail, headers=headers, **extra)
 
 
+def problem_body(problem: HttpProblem) -> dict[str, Any]:
+    """The problem document (RFC 9457) of `problem`, as JSON-ready data."""
+    return Problem(type=TYPE_BASE + problem.code, title=problem.title, status=problem.status, detail=problem.detail,
+                   code=problem.code, errors=problem.errors, **problem.extra).model_dump(exclude_none=True)
+
+
 def problem_response(problem: HttpProblem) -> JSONResponse:
-    body = Problem(type=TYPE_BASE + problem.code, title=problem.title, status=problem.status, detail=problem.detail,
-                   code=problem.code, errors=problem.errors, **problem.extra)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=problem.status, headers=problem.headers,
+    return JSONResponse(problem_body(problem), status_code=problem.status, headers=problem.headers,
                         media_type=PROBLEM_TYPE)
 
 
