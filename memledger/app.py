@@ -616,6 +616,14 @@ class App:
         """Matching events appended after `heads`, as they arrive (never ends by itself)."""
         return follow(self._ledger(), heads, self._scoped(filt))
 
+    def wait_moved(self, heads: dict[int, str], block_ms: int) -> dict[int, str]:
+        """The partitions of `heads` that gained entries after them, with their new heads; empty
+        after `block_ms` without any. Reads no event, so it reveals nothing of any org: a live
+        surface uses it to know when to read its own scoped events."""
+        log = self._ledger()
+        moved = {partition for partition, _, _ in log.wait_entries(heads, 1, block_ms)}
+        return {p: log.head(p) or heads[p] for p in moved}
+
     # -- operators ----------------------------------------------------------------------------
 
     def info(self) -> LedgerInfo:

@@ -268,3 +268,13 @@ def test_a_cursor_behind_a_trim_the_archive_cannot_fill_ends_the_stream_with_a_p
         # When the client resumes from its cursor, then it is told history is gone, not silently skipped
         with pytest.raises(HistoryGap, match="trimmed"):
             next(client.events(since=seen.id))
+
+
+def test_the_spec_documents_the_streams_problems(api: Api) -> None:
+    import httpx
+
+    spec = httpx.get(f"{api.url}/openapi.json").json()
+    responses = spec["paths"]["/v1/events"]["get"]["responses"]
+    assert {"200", "400", "401", "404", "422", "503"} <= responses.keys()
+    assert "text/event-stream" in responses["200"]["content"]
+    assert "application/problem+json" in responses["400"]["content"]

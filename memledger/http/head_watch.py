@@ -31,17 +31,6 @@ BLOCK_MS = 250
 RETRY_S = 1.0
 
 
-class WatchApp(App):
-    """An App with the one ledger call the watch needs and App lacks: a bounded wait for any
-    partition to move. (It belongs in App once a second surface needs it.)"""
-
-    def wait_moved(self, heads: dict[int, str], block_ms: int) -> dict[int, str]:
-        """The partitions that gained entries after `heads`, with their new heads (empty after `block_ms`)."""
-        log = self._ledger()
-        moved = {partition for partition, _, _ in log.wait_entries(heads, 1, block_ms)}
-        return {p: log.head(p) or heads[p] for p in moved}
-
-
 class HeadWatch:
     """Wakes subscribed streams when their partitions move (call it from the event loop's thread)."""
 
@@ -80,7 +69,7 @@ class HeadWatch:
                 wake.set()
 
     def _watch(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
-        app = WatchApp(self.settings)
+        app = App(self.settings)
         try:
             heads: dict[int, str] | None = None
             while not stop.is_set():

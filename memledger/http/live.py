@@ -45,7 +45,7 @@ from . import event_cursor
 from .auth import principal_app
 from .event_tail import EventTail
 from .head_watch import HeadWatch
-from .problems import FieldError, HttpProblem, problem_body, problem_for
+from .problems import PROBLEMS, FieldError, HttpProblem, problem_body, problem_for
 
 __all__ = ["STREAMED_TYPES", "router"]
 
@@ -99,7 +99,8 @@ def _message(record: RecordedEvent, cursor: str) -> bytes:
 @router.get("/events", summary="Live events of your org (Server-Sent Events)",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
-                             "description": "An endless text/event-stream; `id` is a resumable cursor."}})
+                             "description": "An endless text/event-stream; `id` is a resumable cursor."},
+                       **{s: d for s, d in PROBLEMS.items() if s in (400, 401, 403, 404, 422, 503)}})
 async def events(
     request: Request,
     scoped: Annotated[App, Depends(principal_app)],
