@@ -20,8 +20,9 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option("--host", envvar="MEMLEDGER_HTTP_HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, envvar="MEMLEDGER_HTTP_PORT",
+                                         help="Port to listen on.")] = 8080,
     insecure_no_auth: Annotated[bool, typer.Option(
         "--insecure-no-auth", help="No API keys: callers name their org in X-Org. Local development only; "
                                    "binds to loopback.")] = False,
