@@ -318,11 +318,12 @@ class App:
         return self._queue.estimate(receipt)
 
     def rate_limit(self) -> tuple[int, int, float]:
-        """The scoped org's rate limit now: (burst, commands it may send now, seconds until its bucket is full)."""
+        """The scoped org's rate limit now: (burst, commands it may send now, seconds until its bucket is
+        full); right after a send, as that send left it (no round trip)."""
         limiter = self._bus(self.system).limiter
         if self.tenant is None or limiter is None:
             raise NotPermitted("rate limits are per org: open the App scoped to one")
-        left, full_in = limiter.peek(self.tenant)
+        left, full_in = limiter.last_left(self.tenant) or limiter.peek(self.tenant)
         return limiter.burst, left, full_in
 
     def wait_for(self, receipt: Receipt, timeout: float = WAIT_TIMEOUT_S, projection: str = "memories") -> None:
@@ -527,6 +528,13 @@ class App:
         from .keyring import authenticate
 
         return authenticate(self._memories().conn, self.key_cache, secret)
+
+    def cached_principal(self, secret: str) -> Principal | None:
+        """The principal of a key this App accepted less than 2 s ago, without any I/O (None: call
+        `authenticate`); `Unauthenticated` for a malformed secret."""
+        from .keyring import cached_principal
+
+        return cached_principal(self.key_cache, secret)
 
     def issue_key(self, org: str | None, role: str, agent: str | None = None, label: str | None = None,
                   actor: str | None = None) -> IssuedKey:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ledger.eventlog import Receipt
     from ledger.postgres import Connection
 
-__all__ = ["AUTH_CACHE_S", "BAD_KEY", "IssuedKey", "KeyCache", "authenticate", "issue_command", "revoke_command",
+__all__ = ["AUTH_CACHE_S", "BAD_KEY", "IssuedKey", "KeyCache", "authenticate", "cached_principal", "issue_command", "revoke_command",
            "revoke_refusal", "settle"]
 
 #: Longest time, in seconds, an accepted key is trusted without reading the keys read model again.
@@ -89,6 +89,15 @@ class KeyCache:
             if len(self._entries) >= self.size:
                 self._entries.clear()
             self._entries[digest] = (self.clock() + self.ttl_s, principal)
+
+
+def cached_principal(cache: KeyCache, secret: object) -> Principal | None:
+    """The principal of `secret` if it was accepted within the cache's TTL (no I/O); None: ask
+    `authenticate`. `Unauthenticated` for what is not even shaped like a key."""
+    key_id = split_secret(secret) if isinstance(secret, str) else None
+    if key_id is None:
+        raise Unauthenticated(BAD_KEY)
+    return cache.get(secret_hash(str(secret)))
 
 
 def authenticate(conn: Connection, cache: KeyCache, secret: object) -> Principal:

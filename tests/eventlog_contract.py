@@ -408,6 +408,8 @@ class EventLogContract:
         assert granted[ORG][0] == 3 and granted[ORG][1] > 0
         assert granted["org-other"] == (1, 0.0)
         assert log.rate_limiter(rate=1.0, burst=3).take({ORG: 1})[ORG][0] == 0
+        assert limiter.last_left(ORG) == (0, 3.0) and limiter.last_left(ORG) is None  # noted once
+        assert limiter.last_left("org-other") == (2, 1.0)
 
     def test_partition_keys_are_for_helpers_beside_the_log(self, log: EventLog) -> None:
         keys = {log.partition_key(p, "lease:x") for p in range(log.partitions)}
@@ -417,7 +419,7 @@ class EventLogContract:
                 log.partition_key(0, name)
         # A helper's script runs on the log's server against such a key (here the rate bucket's).
         script = log.script("rate_limit.lua")
-        assert script.run([log.partition_key(0, "bucket")], [1.0, 2, 5]) == [2, 1000]
+        assert script.run([log.partition_key(0, "bucket")], [1.0, 2, 5]) == [2, 1000, 0]
 
     def test_the_workers_client_reaches_the_logs_server(self, log: EventLog) -> None:
         assert log.redis_client_for_workers().ping()

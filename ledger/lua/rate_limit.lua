@@ -5,8 +5,9 @@
 -- ARGV[2]  burst, the bucket's capacity
 -- ARGV[3]  want, tokens asked for (the org's commands in this batch)
 --
--- Returns {granted, retry_after_ms}: granted <= want; retry_after_ms is the wait until
--- the first refused command could pass (0 when all were granted).
+-- Returns {granted, retry_after_ms, left}: granted <= want; retry_after_ms is the wait until
+-- the first refused command could pass (0 when all were granted); left is the whole tokens
+-- the bucket keeps after this take (so a caller can report it without another round trip).
 -- Time comes from the server (TIME) so that clients with skewed clocks share one bucket;
 -- effect replication (default since 5.0) makes that safe before a write.
 
@@ -23,4 +24,4 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 local retry = 0
 if granted < want then retry = math.ceil((1 - tokens) * 1000 / rate) end
-return {granted, retry}
+return {granted, retry, math.floor(tokens)}
