@@ -43,7 +43,8 @@ def test_a_tiny_run_measures_every_figure_against_its_twin(settings: Settings, r
     figures = {f["name"]: f for f in report["figures"]}
     # Then every HTTP figure is a finite ratio to its in-process twin, with its target judged
     pairs = {http_bench.HTTP_STORE: http_bench.IN_STORE, http_bench.HTTP_HIT: http_bench.IN_HIT,
-             http_bench.HTTP_MISS: http_bench.IN_MISS, http_bench.SSE: http_bench.QUERYABLE}
+             http_bench.HTTP_MISS: http_bench.IN_MISS, http_bench.SSE: http_bench.QUERYABLE,
+             http_bench.PY_STORE: http_bench.IN_STORE, http_bench.PY_HIT: http_bench.IN_HIT}
     for remote, local in pairs.items():
         for pct in ("p50", "p99"):
             figure = figures[f"{remote} {pct}"]

@@ -2,14 +2,18 @@
 
 Each HTTP figure has an in-process twin as its baseline, and its target is a ratio to it:
 
-- store, one client: p50 and p99 of POST /v1/memories (the Python client) <= 4x `App.send`
-  of the same StoreMemory on the App that key gets in-process;
+- store, one client: p50 and p99 of POST /v1/memories <= 4x `App.send` of the same
+  StoreMemory on the App that key gets in-process;
 - batch: POST /v1/commands from 16 concurrent clients, commands/s >= 0.5x the in-process
   command bus (`App.send_many`, one caller) at the same batch size;
 - GET /v1/memories at `memories` stored memories: cached p50 <= 3x the in-process cached
   query, uncached (each call's filter differs, so each one is a MISS) <= 1.5x in-process;
 - SSE: append -> the event reaches a GET /v1/events client, p99 below the append ->
   queryable (the memories projection applied it) p99 of the same appends.
+
+The HTTP figures use a plain keep-alive HTTP/1.1 client (memledger/bench/raw_http.py), so they
+show what the API costs; the "Python client" figures repeat the store and the cached query
+through `memledger.client` (httpx), which adds its own per-request cost.
 
 The server and the projector run in child processes (memledger/bench/http_env.py). Every
 figure is the median over `repeat` rounds after a warm-up round.
@@ -34,6 +38,7 @@ from memledger.client import Client
 
 from .figures import Figure, Target, latency_figures, throughput
 from .http_env import ORG, HttpEnv, projector, served
+from .raw_http import RawHttp
 from .registry import BenchContext, Measurement, Stopwatch
 from .report import BenchReport
 from .runner import run_benchmark
@@ -41,9 +46,9 @@ from .runner import run_benchmark
 __all__ = ["run_http_benchmark"]
 
 GROUP = "http"
-IN_STORE, HTTP_STORE = "in-process append", "HTTP store, 1 client"
+IN_STORE, HTTP_STORE, PY_STORE = "in-process append", "HTTP store, 1 client", "Python client store"
 IN_BATCH, HTTP_BATCH = "in-process bus, batches", "HTTP POST /v1/commands, 16 clients"
-IN_HIT, HTTP_HIT = "in-process query, cached", "HTTP GET /v1/memories, cached"
+IN_HIT, HTTP_HIT, PY_HIT = "in-process query, cached", "HTTP GET /v1/memories, cached", "Python client query, cached"
 IN_MISS, HTTP_MISS = "in-process query, uncached", "HTTP GET /v1/memories, uncached"
 QUERYABLE, SSE = "append to queryable", "append to SSE client"
 #: Calls per round of the latency figures.
@@ -96,16 +101,27 @@ def store_latency(ctx: BenchContext, env: HttpEnv) -> list[Figure]:
     def in_process(index: int) -> list[float]:
         return _timed(lambda n: env.app.send(_store(f"ip{index}-{n}")), STORE_CALLS)
 
+    raw = RawHttp(env.url, env.key)
+
+    def over_http(index: int) -> list[float]:
+        return _timed(lambda n: raw.post("/v1/memories", {"content": f"store {n}", "agent_id": "agent-0",
+                                                          "memory_id": f"h{index}-{n}", "tags": ["t0"]}), STORE_CALLS)
+
     with Client(env.url, env.key) as client:
-        def over_http(index: int) -> list[float]:
-            return _timed(lambda n: client.store(f"store {n}", agent_id="agent-0", memory_id=f"h{index}-{n}",
+        def python_client(index: int) -> list[float]:
+            return _timed(lambda n: client.store(f"store {n}", agent_id="agent-0", memory_id=f"p{index}-{n}",
                                                  tags=["t0"]), STORE_CALLS)
 
-        local = ctx.rounds(IN_STORE, in_process)
-        remote = ctx.rounds(HTTP_STORE, over_http)
+        try:
+            local = ctx.rounds(IN_STORE, in_process)
+            remote = ctx.rounds(HTTP_STORE, over_http)
+            python = ctx.rounds(PY_STORE, python_client)
+        finally:
+            raw.close()
     targets = {50: ratio_at_most("<= 4x in-process", 4.0), 99: ratio_at_most("<= 4x in-process", 4.0)}
     return (latency_figures(IN_STORE, GROUP, local)
-            + latency_figures(HTTP_STORE, GROUP, remote, targets, baseline=IN_STORE))
+            + latency_figures(HTTP_STORE, GROUP, remote, targets, baseline=IN_STORE)
+            + latency_figures(PY_STORE, GROUP, python, baseline=IN_STORE))
 
 
 def _timed(call: Callable[[int], object], count: int) -> list[float]:
@@ -189,18 +205,29 @@ def query_latency(ctx: BenchContext, env: HttpEnv) -> list[Figure]:
                           QUERY_CALLS)
         return once
 
-    with Client(env.url, env.key, read_your_writes=False) as client:
-        def remote(cached: bool) -> Callable[[int], list[float]]:
-            def once(index: int) -> list[float]:
-                return _timed(lambda n: client.query(tags=["t1"], limit=20,
-                                                     min_importance=_floor(cached, "h", index, n)), QUERY_CALLS)
-            return once
+    raw = RawHttp(env.url, env.key)
 
-        rounds = {name: ctx.rounds(name, fn) for name, fn in (
-            (IN_HIT, local(True)), (HTTP_HIT, remote(True)), (IN_MISS, local(False)), (HTTP_MISS, remote(False)))}
+    def remote(cached: bool) -> Callable[[int], list[float]]:
+        def once(index: int) -> list[float]:
+            return _timed(lambda n: raw.get("/v1/memories", {"tag": "t1", "limit": 20,
+                                                             "min_importance": _floor(cached, "h", index, n)}),
+                          QUERY_CALLS)
+        return once
+
+    with Client(env.url, env.key, read_your_writes=False) as client:
+        def python_client(index: int) -> list[float]:
+            return _timed(lambda n: client.query(tags=["t1"], limit=20, min_importance=0.1), QUERY_CALLS)
+
+        try:
+            rounds = {name: ctx.rounds(name, fn) for name, fn in (
+                (IN_HIT, local(True)), (HTTP_HIT, remote(True)), (PY_HIT, python_client), (IN_MISS, local(False)),
+                (HTTP_MISS, remote(False)))}
+        finally:
+            raw.close()
     return (latency_figures(IN_HIT, GROUP, rounds[IN_HIT])
             + latency_figures(HTTP_HIT, GROUP, rounds[HTTP_HIT], {50: ratio_at_most("<= 3x in-process", 3.0)},
                               baseline=IN_HIT)
+            + latency_figures(PY_HIT, GROUP, rounds[PY_HIT], baseline=IN_HIT)
             + latency_figures(IN_MISS, GROUP, rounds[IN_MISS])
             + latency_figures(HTTP_MISS, GROUP, rounds[HTTP_MISS], {50: ratio_at_most("<= 1.5x in-process", 1.5)},
                               baseline=IN_MISS))
