@@ -19,6 +19,7 @@ from memledger.app import App
 
 from . import live, metrics, operations, problems, reads, writes
 from .auth import Gate
+from .fast_routes import FastRoutes
 from .middleware import BodyGuard, ServerTiming
 from .operations import OpsView
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
     problems.install(api)
     for module in (writes, reads, operations):
         api.include_router(module.router)
+    api.add_middleware(FastRoutes, api=api)  # innermost: after the body checks, inside timing and metrics
     api.add_middleware(BodyGuard)
     api.add_middleware(ServerTiming)
     api.include_router(live.router)  # helper "live": GET /v1/events (SSE)

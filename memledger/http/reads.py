@@ -13,6 +13,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from memledger.app import App
@@ -63,7 +64,7 @@ def _wait(app: App, consistent_with: str | None, projection: str = "memories") -
 
 @router.get("/memories", response_model=MemoryPage)
 def query_memories(
-    response: Response, app: AppDep, agent_id: Agent = None,
+    app: AppDep, agent_id: Agent = None,
     tag: Annotated[list[str] | None, Query(description="Repeat for several tags.")] = None,
     match: Literal["any", "all"] = "any",
     min_importance: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
@@ -76,13 +77,27 @@ def query_memories(
     cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
     as_of: Annotated[datetime | None, Query(description="What `agent_id` knew at this time (from history).")] = None,
     consistent_with: Token = None,
-) -> MemoryPage:
+) -> Response:
     """Memories of the key's org, filtered and ordered, a page at a time (X-Cache-Status says HIT, MISS or BYPASS)."""
+    _wait(app, consistent_with)
+    body, cache = memory_page(app, agent_id, tuple(tag or ()), match, min_importance, since, until, text,
+                              memory_type, session_id, order, limit, cursor, as_of)
+    return Response(body, media_type="application/json", headers={"X-Cache-Status": cache})
+
+
+def memory_page(app: App, agent_id: str | None = None, tags: tuple[str, ...] = (),
+                match: Literal["any", "all"] = "any", min_importance: float | None = None,
+                since: datetime | None = None, until: datetime | None = None, text: str | None = None,
+                memory_type: str | None = None, session_id: str | None = None,
+                order: Literal["recent", "importance"] = "recent", limit: int = 20, cursor: str | None = None,
+                as_of: datetime | None = None) -> tuple[bytes, str]:
+    """One page of `GET /v1/memories` from checked parameters (the route's, or the fast path's): its
+    JSON (a `MemoryPage`) and its cache status. Encoded straight from the read model's rows, with
+    the fields and formats pydantic would give, without a validation pass per row."""
     from projections import MemoryQuery
 
-    _wait(app, consistent_with)
     after = h.decode_cursor(cursor) if cursor else None
-    query = MemoryQuery(app.tenant or "", agent_id, tuple(t.lower() for t in tag or ()), match, min_importance,
+    query = MemoryQuery(app.tenant or "", agent_id, tuple(t.lower() for t in tags), match, min_importance,
                         since, until, text, memory_type, session_id, order, limit + 1, after)
     if as_of is not None:
         rows, cache = app.as_of(None, agent_id, as_of, query), "BYPASS"
@@ -90,11 +105,15 @@ def query_memories(
     else:
         result = app.query(query)
         rows, cache = result.rows, result.cache
-    response.headers["X-Cache-Status"] = cache
     more = len(rows) > limit and as_of is None
     page = rows[:limit]
     next_cursor = h.encode_cursor(query.page_key(page[-1])) if more else None
-    return MemoryPage(items=[MemoryOut(**r) for r in page], next_cursor=next_cursor, cache=cache)
+    items = [{name: row[name] for name in _ITEM_FIELDS} for row in page]
+    return orjson.dumps({"items": items, "next_cursor": next_cursor, "cache": cache}, option=orjson.OPT_UTC_Z), cache
+
+
+#: The fields of each memory of a page, in the order of its schema (`MemoryOut`).
+_ITEM_FIELDS = tuple(MemoryOut.model_fields)
 
 
 @router.get("/memories/{memory_id}", response_model=MemoryOut)

@@ -44,7 +44,7 @@ from .models import (
 )
 from .problems import PROBLEMS, FieldError, HttpProblem, problem_for, row_of
 
-__all__ = ["router"]
+__all__ = ["router", "store"]
 
 router = APIRouter(prefix="/v1", tags=["writes"])
 #: Most commands one batch request takes.
@@ -62,13 +62,21 @@ AgentQuery = Annotated[str | None, Query(max_length=128, description="The memory
 def store_memory(body: StoreIn, response: Response, app: AppDep, who: CallerDep, idempotency_key: IdemKey = None,
                  ) -> ReceiptOut:
     """Store a memory. Answers its receipt; `ETag` is its version, `X-Consistency-Token` its position."""
+    receipt, headers = store(app, who, body, idempotency_key)
+    response.headers.update(headers)
+    return receipt
+
+
+def store(app: App, who: Principal, body: StoreIn, idempotency_key: str | None) -> tuple[ReceiptOut, dict[str, str]]:
+    """`POST /v1/memories` from a checked body (the route's, or the fast path's): the receipt and the
+    response's headers (Location, ETag, X-Consistency-Token, X-RateLimit-*)."""
     agent = _agent(app, who, body.agent_id)
     memory_id = body.memory_id or new_subject_id("mem", who.org_id, agent, idempotency_key)
     fields = body.model_dump(exclude_none=True, exclude={"agent_id", "memory_id"})
     command = {"type": "StoreMemory", "memory_id": memory_id, **fields}
     receipt = _send(app, who, command, agent, idempotency_key, None)
-    response.headers["Location"] = f"/v1/memories/{memory_id}"
-    return _answer(app, response, receipt, memory_id)
+    headers = {"Location": f"/v1/memories/{memory_id}", **h.receipt_headers(receipt), **_rate(app)}
+    return _receipt(receipt, memory_id), headers
 
 
 @router.patch("/memories/{memory_id}", response_model=ReceiptOut, responses=PROBLEMS)
@@ -207,15 +215,23 @@ def _send(app: App, who: Principal, command: dict[str, Any], agent: str, idempot
 def _answer(app: App, response: Response, receipt: Receipt, memory_id: str) -> ReceiptOut:
     response.headers.update(h.receipt_headers(receipt))
     _rate_headers(app, response)
+    return _receipt(receipt, memory_id)
+
+
+def _receipt(receipt: Receipt, memory_id: str) -> ReceiptOut:
     return ReceiptOut(memory_id=memory_id, partition=receipt.partition, stream_id=receipt.stream_id,
                       version=receipt.subject_version, duplicate=receipt.duplicate, event_ids=list(receipt.event_ids))
 
 
 def _rate_headers(app: App, response: Response) -> None:
+    response.headers.update(_rate(app))
+
+
+def _rate(app: App) -> dict[str, str]:
     """X-RateLimit-*: the org's bucket (its capacity, what is left, seconds until full again)."""
     limit, remaining, full_in = app.rate_limit()
-    response.headers.update({"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining),
-                             "X-RateLimit-Reset": str(math.ceil(full_in))})
+    return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(math.ceil(full_in))}
 
 
 def _invalid(field: str, message: str) -> HttpProblem:

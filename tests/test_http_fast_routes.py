@@ -1,0 +1,111 @@
+"""The fast path (memledger/http/fast_routes.py) and the FastAPI routes give the same answers.
+
+Each request is sent twice: plain, which the fast path answers (its Server-Timing says
+`route;desc="fast"`), and with something only the FastAPI route handles (an already satisfied
+`consistent_with`, an unknown query parameter, which FastAPI ignores), which falls through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from http_server import Api, api  # noqa: F401 - the fixture
+
+QUERIES: list[dict[str, Any]] = [
+    {}, {"tag": "travel"}, {"tag": ["travel", "food"], "match": "all"}, {"min_importance": "0.6"},
+    {"order": "importance", "limit": "2"}, {"agent_id": "bot"}, {"memory_type": "note"}, {"limit": "1"},
+    {"agent_id": ""}, {"agent_id": "x" * 129}, {"min_importance": "1.5"}, {"limit": "0"}, {"order": "oldest"},
+    {"limit": "1001"}, {"tag": "TRAVEL"}, {"session_id": "nope"},
+]
+
+
+def _fast(response: httpx.Response) -> bool:
+    return 'route;desc="fast"' in response.headers["Server-Timing"]
+
+
+def _same(fast: httpx.Response, slow: httpx.Response, ignore: tuple[str, ...] = ()) -> None:
+    assert fast.status_code == slow.status_code, (fast.text, slow.text)
+    assert fast.headers["content-type"] == slow.headers["content-type"]
+    body, other = fast.json(), slow.json()
+    if isinstance(body, dict):
+        for name in ignore:
+            body.pop(name, None), other.pop(name, None)
+    assert body == other
+
+
+@pytest.fixture
+def stored(api: Api) -> dict[str, str]:
+    key = api.key("acme", "agent", agent="bot")
+    with api.client(key) as http:
+        for n, (tags, importance) in enumerate([(["travel"], 0.9), (["travel", "food"], 0.7), (["food"], 0.3)]):
+            written = http.post("/v1/memories", json={"content": f"fact {n}", "tags": tags, "importance": importance})
+            assert written.status_code == 201
+    api.project(("memories",))
+    return {"key": key, "token": written.headers["X-Consistency-Token"]}
+
+
+def test_queries_answer_the_same_on_both_paths(api: Api, stored: dict[str, str]) -> None:
+    with api.client(stored["key"]) as http:
+        for params in QUERIES:
+            fast = http.get("/v1/memories", params=params)
+            slow = http.get("/v1/memories", params={**params, "consistent_with": stored["token"]})
+            assert not _fast(slow)
+            _same(fast, slow, ignore=("cache",))
+            if fast.status_code == 200:
+                assert _fast(fast), params
+                assert fast.headers["X-Cache-Status"] in ("HIT", "MISS") and set(fast.headers) == set(slow.headers)
+                assert bool(fast.json()["items"]) == ("session_id" not in params), params
+
+
+def test_a_second_page_and_other_keys_on_both_paths(api: Api, stored: dict[str, str]) -> None:
+    with api.client(stored["key"]) as http:
+        first = http.get("/v1/memories", params={"limit": "2"}).json()
+        cursor = first["next_cursor"]
+        assert cursor and len(first["items"]) == 2
+        rest = http.get("/v1/memories", params={"limit": "2", "cursor": cursor})  # cursor: the FastAPI route
+        assert not _fast(rest) and [i["content"] for i in rest.json()["items"]] == ["fact 0"]
+        _same(http.get("/v1/memories", params={"agent_id": "other"}),  # not the key's agent: 404 on both
+              http.get("/v1/memories", params={"agent_id": "other", "unknown": "1"}))
+    with api.client(api.key("globex", "analyst")) as stranger:  # another org sees nothing on either path
+        first_call = stranger.get("/v1/memories")  # a key not seen in the last 2 s is looked up by the route
+        assert not _fast(first_call) and first_call.json()["items"] == []
+        fast, slow = stranger.get("/v1/memories"), stranger.get("/v1/memories", params={"unknown": "1"})
+        assert _fast(fast) and fast.json()["items"] == [] and slow.json()["items"] == []
+    with api.client() as anonymous, api.client("mlk_key_" + "0" * 32 + "_" + "A" * 43) as forged:
+        for client in (anonymous, forged):
+            assert client.get("/v1/memories").status_code == 401
+
+
+def test_stores_answer_the_same_on_both_paths(api: Api) -> None:
+    agent, org_wide = api.key("acme", "agent", agent="bot"), api.key("acme", "agent")
+    bodies: list[dict[str, Any]] = [
+        {"content": "plain"}, {"content": "full", "tags": ["a", "b"], "importance": 0.8, "metadata": {"k": 1},
+                                "memory_type": "fact", "expires_at": "2030-01-01T00:00:00Z"},
+        {"content": ""}, {"content": "x", "importance": "0.5"}, {"content": "x", "colour": "red"},
+        {"agent_id": "other", "content": "someone else's"},
+    ]
+    with api.client(agent) as http:
+        assert http.get("/v1/stats").status_code == 200  # the key is now known to the server for 2 s
+        for n, body in enumerate(bodies):
+            fast = http.post("/v1/memories", json={**body, **({"memory_id": f"f{n}"} if "content" in body else {})})
+            slow = http.post("/v1/memories", params={"unknown": "1"},
+                             json={**body, **({"memory_id": f"s{n}"} if "content" in body else {})})
+            assert not _fast(slow)
+            _same(fast, slow, ignore=("memory_id", "stream_id", "event_ids", "partition"))
+            if fast.status_code == 201:
+                assert _fast(fast)
+                assert fast.headers["Location"] == f"/v1/memories/f{n}" and fast.headers["ETag"] == '"1"'
+                assert set(fast.headers) == set(slow.headers)  # the same headers, by name
+                assert {"x-consistency-token", "x-ratelimit-remaining", "etag", "location"} <= set(fast.headers)
+        retried = [http.post("/v1/memories", json={"content": "once"}, headers={"Idempotency-Key": "k-1"})
+                   for _ in range(2)]
+        assert [r.json()["duplicate"] for r in retried] == [False, True]
+        assert retried[0].json()["memory_id"] == retried[1].json()["memory_id"]
+    with api.client(org_wide) as http:  # no agent named, none bound: the same 422 on both paths
+        _same(http.post("/v1/memories", json={"content": "whose?"}),
+              http.post("/v1/memories", params={"unknown": "1"}, json={"content": "whose?"}))
+    with api.client(api.key("acme", "analyst")) as http:  # analysts do not write: 403 on both
+        _same(http.post("/v1/memories", json={"agent_id": "bot", "content": "no"}),
+              http.post("/v1/memories", params={"unknown": "1"}, json={"agent_id": "bot", "content": "no"}))
