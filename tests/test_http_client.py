@@ -1,4 +1,4 @@
-"""The Python client (memledger/client.py) against a real server: every method, and errors decoded
+"""The Python client (memledger/client/) against a real server: every method, and errors decoded
 to the same classes the App raises in-process."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ledger.errors import (
     VersionConflict,
 )
 from memledger.client import AsyncClient, Client
-from memledger.client_results import LiveEvent, WriteReceipt
+from memledger.client.results import LiveEvent, WriteReceipt
 
 
 def test_every_write_and_read_round_trips(api: Api) -> None:

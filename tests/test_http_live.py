@@ -15,7 +15,7 @@ from ledger import Settings
 from ledger.errors import HistoryGap
 from memledger.app import App
 from memledger.client import Client
-from memledger.client_results import LiveEvent
+from memledger.client.results import LiveEvent
 from memledger.http import serving
 from test_replay_helpers import sql
 

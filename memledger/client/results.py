@@ -1,4 +1,4 @@
-"""What the Python client (memledger/client.py) returns, and how an HTTP answer becomes it.
+"""What the Python client (memledger/client/) returns, and how an HTTP answer becomes it.
 
 Results are frozen pydantic models that ignore fields they do not know, so a newer server does
 not break an older client. Problems (`application/problem+json`) become the errors of
