@@ -231,20 +231,24 @@ def test_a_stream_can_start_from_a_cursor(api: Api) -> None:
     assert sorted(e.event["subject_id"] for e in got) == ["after-0", "after-1", "after-2"]
 
 
-def test_a_cursor_older_than_a_trim_resumes_from_the_archive(api: Api) -> None:
-    # Given a client's cursor, then 40 events, all archived and projected, then the streams trimmed
-    key = api.key("acme", "analyst")
+def _cursor_then_trimmed(api: Api, client: Client, prefix: str, count: int) -> str:
+    """A client's cursor, then `count` events after it, archived and projected, then the streams trimmed."""
     _append(api.system, _stores("acme", "seen", 1, ("agent-0",)))
-    with Client(api.url, key) as client:
-        stream = client.events(since="0:0-0")
-        [seen] = _take(stream, 1)
-        stream.close()
-        _append(api.system, _stores("acme", "missed", 40))
-        api.project(("archive", "memories", "api_keys", "trending", "analytics", "activity"))
-        trimmed = api.system.trim(0)
-        assert sum(point.removed for point in trimmed) > 0, trimmed
+    stream = client.events(since="0:0-0")
+    [seen] = _take(stream, 1)
+    stream.close()
+    _append(api.system, _stores("acme", prefix, count))
+    api.project(("archive", "memories", "api_keys", "trending", "analytics", "activity"))
+    trimmed = api.system.trim(0)
+    assert sum(point.removed for point in trimmed) > 0, trimmed
+    return seen.id
+
+
+def test_a_cursor_older_than_a_trim_resumes_from_the_archive(api: Api) -> None:
+    with Client(api.url, api.key("acme", "analyst")) as client:
+        cursor = _cursor_then_trimmed(api, client, "missed", 40)
         # When it reconnects with that cursor, and one more event comes after
-        again = client.events(since=seen.id)
+        again = client.events(since=cursor)
         _append(api.system, _stores("acme", "later", 1))
         got = _take(again, 41)
         again.close()
@@ -254,20 +258,12 @@ def test_a_cursor_older_than_a_trim_resumes_from_the_archive(api: Api) -> None:
 
 
 def test_a_cursor_behind_a_trim_the_archive_cannot_fill_ends_the_stream_with_a_problem(api: Api) -> None:
-    # Given a cursor, later events trimmed from the streams, and their archive rows lost
-    key = api.key("acme", "analyst")
-    _append(api.system, _stores("acme", "seen", 1, ("agent-0",)))
-    with Client(api.url, key) as client:
-        stream = client.events(since="0:0-0")
-        [seen] = _take(stream, 1)
-        stream.close()
-        _append(api.system, _stores("acme", "lost", 12))
-        api.project(("archive", "memories", "api_keys", "trending", "analytics", "activity"))
-        assert sum(point.removed for point in api.system.trim(0)) > 0
-        sql(api.settings, "DELETE FROM event_archive WHERE subject_id LIKE 'lost-%%'")
+    with Client(api.url, api.key("acme", "analyst")) as client:
+        cursor = _cursor_then_trimmed(api, client, "lost", 12)
+        sql(api.settings, "DELETE FROM event_archive WHERE subject_id LIKE 'lost-%%'")  # the archive lost them
         # When the client resumes from its cursor, then it is told history is gone, not silently skipped
         with pytest.raises(HistoryGap, match="trimmed"):
-            next(client.events(since=seen.id))
+            next(client.events(since=cursor))
 
 
 def test_the_spec_documents_the_streams_problems(api: Api) -> None:
