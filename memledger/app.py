@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -420,8 +420,8 @@ class App:
         s = self.settings
         try:
             return Trending(self._redis.get(), s.namespace, s.partitions).top(self._org(org), hours, top, until)
-        except ValueError as e:
-            raise InvalidQuery(str(e)) from None
+        except (ValueError, OverflowError) as e:  # OverflowError: hours before the year 1
+            raise InvalidQuery(f"no such time window: {e}") from None
 
     def memory_contents(self, org: str | None, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The content of each (agent, memory id) still live, from PostgreSQL; empty when it cannot be read."""
@@ -438,15 +438,18 @@ class App:
             return {}
         return found
 
-    def analytics(self, org: str | None, since: date, until: date) -> AnalyticsReport:
-        """Events per type, unique agents and users (HyperLogLog) of an org, per day from `since` to `until`."""
+    def analytics(self, org: str | None, since: date | None = None, until: date | None = None) -> AnalyticsReport:
+        """Events per type, unique agents and users (HyperLogLog) of an org, per day from `since` (default:
+        6 days before `until`) to `until` (default: today, UTC)."""
         from projections.redis import Analytics
 
         s = self.settings
+        last = until or datetime.now(timezone.utc).date()
+        first = since or (last - timedelta(days=6) if last.toordinal() > 6 else date.min)
         try:
-            return Analytics(self._redis.get(), s.namespace, s.partitions).report(self._org(org), since, until)
-        except ValueError as e:
-            raise InvalidQuery(str(e)) from None
+            return Analytics(self._redis.get(), s.namespace, s.partitions).report(self._org(org), first, last)
+        except (ValueError, OverflowError) as e:
+            raise InvalidQuery(f"no such range of days: {e}") from None
 
     def feed(self, org: str | None, agent: str | None, limit: int = 20) -> list[dict[str, Any]]:
         """An agent's recent activity, newest first."""

@@ -146,3 +146,12 @@ def test_a_command_type_only_the_system_sends_is_403_system_only_in_a_batch(api:
     assert accepted["ok"] and accepted["status"] == 200
     assert _events(api) == before + 1
     assert len(api.system.events(EventFilter(org="acme", types=frozenset({"MemoryExpired"})), limit=10)) == 0
+
+
+def test_time_windows_at_the_year_1_answer_rather_than_fail(api: Api) -> None:
+    # Found by schemathesis: the default week before 0001-01-01 overflowed into a 500.
+    with api.client(api.key("acme", "analyst")) as http:
+        first_week = http.get("/v1/analytics", params={"until": "0001-01-03"})  # the default week starts at day 1
+        assert first_week.status_code == 200 and first_week.json()["from"] == "0001-01-01"
+        trending = http.get("/v1/trending", params={"until": "0001-01-01T00:00:00Z", "hours": 5})
+        assert trending.status_code == 200 and trending.json()["tags"] == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import date, datetime
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -37,7 +37,7 @@ def parse_window(value: str) -> int:
     return int(found[1]) * (24 if found[2] == "d" else 1)
 
 
-def parse_day(value: str | None, option: str, default: date) -> date:
+def parse_day(value: str | None, option: str, default: date | None) -> date | None:
     if value is None:
         return default
     try:
@@ -104,7 +104,7 @@ def analytics(
     last: Annotated[str | None, typer.Option("--to", hidden=True, help="Old name of --until.")] = None,
 ) -> None:
     """Events per type, unique agents and unique users of an org, per day and over the range."""
-    end, start = day_range(since or first, until or last)
+    start, end = parse_day(since or first, "--since", None), parse_day(until or last, "--until", None)
     with open_app() as app:
         try:
             report = app.analytics(org, start, end)
@@ -114,12 +114,6 @@ def analytics(
         print_json(report.as_json())
     else:
         console.print(analytics_table(report))
-
-
-def day_range(since: str | None, until: str | None) -> tuple[date, date]:
-    """(last day, first day) of `analytics`: the week up to today by default."""
-    end = parse_day(until, "--until", datetime.now(timezone.utc).date())
-    return end, parse_day(since, "--since", end - timedelta(days=6))
 
 
 def analytics_table(report: AnalyticsReport) -> Table:

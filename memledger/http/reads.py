@@ -10,7 +10,7 @@ own: they wait for `memories` too, which is an approximation, not a guarantee.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
 import orjson
@@ -195,8 +195,7 @@ def analytics(app: AppDep, since: Annotated[date | None, Query(description="Firs
               consistent_with: Token = None) -> AnalyticsOut:
     """Events per type, unique agents and users, per day."""
     _wait(app, consistent_with, "analytics")
-    last = until or datetime.now(timezone.utc).date()
-    report = app.analytics(None, since or last - timedelta(days=6), last)
+    report = app.analytics(None, since, until)
     return AnalyticsOut.model_validate(report.as_json())
 
 
