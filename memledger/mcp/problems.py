@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from memledger.http.problems import FieldError, HttpProblem, problem_for
 
-__all__ = ["problem_of", "render", "tool_error", "tool_result", "validation_problem"]
+__all__ = ["invalid", "problem_of", "render", "tool_error", "tool_result", "unexpected", "validation_problem"]
 
 log = logging.getLogger("memledger.mcp")
 
@@ -57,6 +57,13 @@ def validation_problem(error: ValidationError) -> HttpProblem:
               for x in error.errors()]
     detail = "; ".join(f"{f.field}: {f.message}" for f in fields) or "the arguments are not valid"
     return HttpProblem(422, "invalid", "Invalid arguments", detail, errors=fields)
+
+
+def unexpected(names: list[str]) -> HttpProblem:
+    """Arguments a tool does not take (refused, as the API refuses an unknown field)."""
+    fields = [FieldError(field=n, message="Extra inputs are not permitted") for n in names]
+    return HttpProblem(422, "invalid", "Invalid arguments", "; ".join(f"{f.field}: {f.message}" for f in fields),
+                       errors=fields)
 
 
 def invalid(field: str, message: str) -> HttpProblem:

@@ -10,14 +10,16 @@ problem (with `errors` per argument) instead of the SDK's free text.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import ValidationError
 
-from .problems import tool_error, validation_problem
+from .problems import tool_error, unexpected, validation_problem
 from .resources import RESOURCES
 from .scope import Scope
 from .tools import TOOLS
@@ -36,9 +38,17 @@ class LedgerServer(MCPServer[Any]):
     def __init__(self, scope: Scope):
         super().__init__("memory-ledger", instructions=INSTRUCTIONS, version="1", log_level="WARNING")
         self.scope = scope
+        self.arguments: dict[str, frozenset[str]] = {}  # each tool's argument names
+
+    def add_ledger_tool(self, fn: Callable[..., Any], annotations: ToolAnnotations) -> None:
+        self.add_tool(fn, annotations=annotations, structured_output=False)
+        self.arguments[fn.__name__] = frozenset(inspect.signature(fn).parameters) - {"ctx"}
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None,
                         ) -> CallToolResult | InputRequiredResult:
+        unknown = sorted(set(arguments) - self.arguments.get(name, frozenset(arguments)))
+        if unknown:  # the SDK would drop them silently; the API refuses an unknown field
+            return tool_error(unexpected(unknown))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
@@ -50,7 +60,7 @@ class LedgerServer(MCPServer[Any]):
 def build_server(scope: Scope) -> LedgerServer:
     server = LedgerServer(scope)
     for fn, annotations in TOOLS:
-        server.add_tool(fn, annotations=annotations, structured_output=False)
+        server.add_ledger_tool(fn, annotations)
     for uri, fn, name in RESOURCES:
         server.resource(uri, name=name, mime_type="application/json")(fn)
     return server
