@@ -36,6 +36,7 @@ __all__ = ["McpSession", "MCPError", "http_session", "stdio_session"]
 class McpSession:
     portal: BlockingPortal
     session: ClientSession
+    headers: Any = None  # over HTTP: the client's headers (a test may change the key mid-session)
 
     def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
         """A tool's JSON result; AssertionError when the call is a tool error."""
@@ -63,7 +64,8 @@ class McpSession:
 
 
 @contextmanager
-def _session(transport: Callable[[], AbstractAsyncContextManager[Any]]) -> Iterator[McpSession]:
+def _session(transport: Callable[[], AbstractAsyncContextManager[Any]], headers: Any = None,
+             ) -> Iterator[McpSession]:
     @asynccontextmanager
     async def opened() -> AsyncIterator[ClientSession]:
         async with transport() as streams:
@@ -74,7 +76,7 @@ def _session(transport: Callable[[], AbstractAsyncContextManager[Any]]) -> Itera
     try:
         with start_blocking_portal() as portal:
             with portal.wrap_async_context_manager(opened()) as session:
-                yield McpSession(portal, session)
+                yield McpSession(portal, session, headers)
     except BaseExceptionGroup as group:  # the client's task groups wrap what the test raised: unwrap it
         raise _leaf(group) from None
 
@@ -102,12 +104,13 @@ def stdio_session(settings: Settings, secret: str) -> Iterator[McpSession]:
 @contextmanager
 def http_session(url: str, secret: str | None = None, **headers: str) -> Iterator[McpSession]:
     auth = {"Authorization": f"Bearer {secret}"} if secret else {}
+    http = httpx2.AsyncClient(headers={**auth, **headers}, timeout=30)
 
     @asynccontextmanager
     async def transport() -> AsyncIterator[Any]:
-        async with httpx2.AsyncClient(headers={**auth, **headers}, timeout=30) as http:
+        async with http:
             async with streamable_http_client(f"{url}/mcp", http_client=http) as streams:
                 yield streams
 
-    with _session(transport) as session:
+    with _session(transport, http.headers) as session:
         yield session
