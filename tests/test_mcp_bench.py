@@ -22,9 +22,9 @@ from memledger.bench.sandbox import namespace_keys
 from memledger.cli import app as cli
 
 
-def test_a_tiny_run_measures_both_tool_calls_against_their_twins(settings: Settings, redis_client: redis.Redis,
-                                                                 tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tiny_run_measures_both_tool_calls_against_their_twins(
+        settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in child_env(settings).items():
         if name.startswith("MEMLEDGER_"):
             monkeypatch.setenv(name, value)
@@ -38,7 +38,8 @@ def test_a_tiny_run_measures_both_tool_calls_against_their_twins(settings: Setti
     for remote, local in ((mcp_bench.MCP_STORE, mcp_bench.IN_STORE), (mcp_bench.MCP_GET, mcp_bench.IN_GET)):
         for pct in ("p50", "p99"):
             figure = figures[f"{remote} {pct}"]
-            assert figure["baseline"] == f"{local} {pct}" and math.isfinite(figure["ratio"]) and figure["value"] > 0
+            assert figure["baseline"] == f"{local} {pct}"
+            assert math.isfinite(figure["ratio"]) and figure["value"] > 0
         assert figures[f"{remote} p50"]["passed"] in (True, False)
     assert "MCP store_memory" in result.output and report["args"]["calls"] == 20
     # And nothing of the run remains

@@ -61,13 +61,15 @@ def test_every_tool_works_and_a_stored_memory_is_queryable(settings: Settings, s
             runner.close()
             reader.wait_for(token_receipt(stored["consistency_token"]))
             rows = reader.query(MemoryQuery("acme", text="tea")).rows
-        assert [(r["memory_id"], r["agent_id"], r["tags"]) for r in rows] == [(stored["memory_id"], "bot", ["diet"])]
+        found_rows = [(r["memory_id"], r["agent_id"], r["tags"]) for r in rows]
+        assert found_rows == [(stored["memory_id"], "bot", ["diet"])]
         memory_id = stored["memory_id"]
         # And every other tool answers on it
         found = mcp.call("search_memories", text="tea", consistent_with=stored["consistency_token"])
         assert [m["memory_id"] for m in found["memories"]] == [memory_id] and found["next_cursor"] is None
         assert mcp.call("get_memory", memory_id=memory_id)["content"] == "Ada drinks green tea"
-        updated = mcp.call("update_memory", memory_id=memory_id, content="Ada drinks black tea", expected_version=1)
+        updated = mcp.call("update_memory", memory_id=memory_id, content="Ada drinks black tea",
+                           expected_version=1)
         assert updated["version"] == 2 and updated["duplicate"] is False
         tagged = mcp.call("tag_memory", memory_id=memory_id, add=["drinks"], remove=["diet"])
         assert tagged["version"] == 4
@@ -112,8 +114,9 @@ def test_a_retried_store_stores_once(settings: Settings, system: App) -> None:
         other = mcp.call("store_memory", content="likes tea", idempotency_key="k-2")
         assert keyed["memory_id"] != other["memory_id"] != first["memory_id"]
     with stdio_session(settings, secret) as again:
-        assert again.call("store_memory", content="likes tea", idempotency_key="k-1") == {**keyed, "duplicate": True}
-        fresh = again.call("store_memory", content="likes tea", tags=["drinks"])  # another session: a new memory
+        repeated = again.call("store_memory", content="likes tea", idempotency_key="k-1")
+        assert repeated == {**keyed, "duplicate": True}
+        fresh = again.call("store_memory", content="likes tea", tags=["drinks"])  # a new session: new memory
         assert fresh["memory_id"] != first["memory_id"]
     assert ledger_length(system) == length + 4
 
@@ -132,7 +135,8 @@ BAD_CALLS: list[tuple[str, dict[str, object], str, str]] = [
     ("tag_memory", {"memory_id": "mem-none"}, "invalid", "add"),
     ("forget_memory", {"memory_id": "mem-none"}, "unknown_subject", ""),
     ("ingest_session", {}, "invalid", "messages"),
-    ("ingest_session", {"text": "hi", "messages": [{"role": "user", "content": "hi"}]}, "invalid", "messages"),
+    ("ingest_session", {"text": "hi", "messages": [{"role": "user", "content": "hi"}]}, "invalid",
+     "messages"),
     ("ingest_session", {"messages": [{"role": "boss", "content": "hi"}]}, "invalid", "messages.0.role"),
     ("search_memories", {"limit": 0}, "invalid", "limit"),
     ("search_memories", {"cursor": "not-a-cursor"}, "bad_request", ""),  # as GET /v1/memories
@@ -172,16 +176,34 @@ def test_a_revoked_key_stops_a_running_server(settings: Settings, system: App) -
 
 
 @pytest.mark.parametrize("secret", [None, "", "mlk_nonsense"])
-def test_no_or_a_bad_key_is_one_line_and_a_nonzero_exit(settings: Settings, system: App, secret: str | None) -> None:
+def test_no_or_a_bad_key_is_one_line_and_a_nonzero_exit(settings: Settings, system: App,
+                                                        secret: str | None) -> None:
     env = child_env(settings)
     env.pop("MEMLEDGER_API_KEY", None)
     if secret is not None:
         env["MEMLEDGER_API_KEY"] = secret
-    done = subprocess.run([sys.executable, "-m", "memledger", "mcp"], env=env, capture_output=True, timeout=60,
-                          input=b"")
+    done = subprocess.run([sys.executable, "-m", "memledger", "mcp"], env=env, capture_output=True,
+                          timeout=60, input=b"")
     assert done.returncode == 8, done.stderr
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "API key" in lines[0], lines
     assert done.stdout == b""
 
 
+
+
+def test_the_readme_client_configurations_match_the_server() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from memledger.mcp.http import MCP_PATH
+    from memledger.mcp.stdio import ENV_KEY
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## MCP\n", 1)[1].split("\n## ", 1)[0]
+    stdio, http = (json.loads(block)["mcpServers"]["memory-ledger"]
+                   for block in re.findall(r"```json\n(.*?)```", section, re.S))
+    assert [stdio["command"], *stdio["args"]] == ["memledger", "mcp"] and list(stdio["env"]) == [ENV_KEY]
+    assert http["url"] == f"http://127.0.0.1:8080{MCP_PATH}"
+    assert http["headers"]["Authorization"].startswith("Bearer mlk_")

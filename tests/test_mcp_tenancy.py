@@ -36,7 +36,8 @@ def _b_state(api: Api) -> tuple[int, list[Any]]:
     return len(events), sorted((m["agent_id"], m["memory_id"], m["version"]) for m in memories)
 
 
-ids = st.sampled_from(B_MEMORIES + ("ses-b1", "mem-none")) | st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}\Z")
+ids = (st.sampled_from(B_MEMORIES + ("ses-b1", "mem-none"))
+       | st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}\Z"))
 agents = st.none() | st.sampled_from(B_AGENTS)
 
 
@@ -55,7 +56,8 @@ def _reads(mcp: McpSession, memory_id: str, agent: str | None) -> None:
         try:
             body = mcp.read(uri)
         except MCPError as error:
-            assert error.code == -32002, (uri, error)
+            # ours: -32002 (not found); the SDK's own, for an id its URI template refuses: -32602
+            assert error.code in (-32002, -32602) and "B knows" not in str(error), (uri, error)
         else:
             assert body.get("items") == [], (uri, body)  # an agent of A's own org with no activity
 

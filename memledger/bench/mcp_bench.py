@@ -45,7 +45,8 @@ CALLS = 500
 UNDER_5_MS = Target("< 5 ms", 5.0, "max")
 
 
-def run_mcp_benchmark(settings: Settings, calls: int = CALLS, repeat: int = 5, progress: bool = True) -> BenchReport:
+def run_mcp_benchmark(settings: Settings, calls: int = CALLS, repeat: int = 5,
+                      progress: bool = True) -> BenchReport:
     """The MCP figures and their in-process twins, in a namespace of the bench's own (dropped after)."""
     report = run_benchmark(settings, events=1, repeat=repeat, progress=progress,
                            only=[Measurement("mcp", lambda ctx: measure_mcp(ctx, calls))])
@@ -143,7 +144,8 @@ def _mcp(settings: Settings, system: App) -> Iterator[McpEnv]:
             await client.initialize()
             yield client
 
-    with App.for_principal(settings, system.authenticate(issued.secret)) as app, start_blocking_portal() as portal:
+    principal = system.authenticate(issued.secret)
+    with App.for_principal(settings, principal) as app, start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(session()) as client:
             yield McpEnv(portal, client, app)
 

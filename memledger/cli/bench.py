@@ -63,7 +63,7 @@ def bench_http(
 
 def bench_mcp(
     calls: int = typer.Option(500, "--calls", min=10, help="Tool calls per round of each figure."),
-    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; plus one warm-up)."),
+    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; one warm-up)."),
     json_file: JsonFileOpt = None,
 ) -> None:
     """MCP tool-call round trips over stdio (store_memory, get_memory), p50 and p99, against the App.

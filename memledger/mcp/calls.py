@@ -62,18 +62,16 @@ def _memory(row: Args, quiet: bool = False) -> Args:
 
 def store(caller: Caller, args: Args) -> Args:
     agent = _agent(caller, args.pop("agent_id", None))
-    key = derive(caller.session, "store_memory", {**args, "agent_id": agent}, args.pop("idempotency_key", None))
+    given = args.pop("idempotency_key", None)
+    key = derive(caller.session, "store_memory", {**args, "agent_id": agent}, given)
     memory_id = args.pop("memory_id", None) or new_subject_id("mem", caller.principal.org_id, agent, key)
-    receipt = _send(caller, {"type": "StoreMemory", "memory_id": memory_id, "idempotency_key": key, **args}, agent)
+    command = {"type": "StoreMemory", "memory_id": memory_id, "idempotency_key": key, **args}
+    receipt = _send(caller, command, agent)
     return _receipt(receipt, memory_id)
 
 
 def update(caller: Caller, memory_id: str, args: Args) -> Args:
     agent = _agent(caller, args.pop("agent_id", None), memory_id)
-    if not args.pop("clear_expiry", False):
-        args.pop("clear_expiry", None)
-    else:
-        args["clear_expiry"] = True
     receipt = _send(caller, {"type": "UpdateMemory", "memory_id": memory_id, **args}, agent)
     return _receipt(receipt, memory_id)
 
@@ -107,7 +105,8 @@ def ingest(caller: Caller, args: Args) -> Args:
     if (args.get("messages") is None) == (args.get("text") is None):
         raise invalid("messages", "give either messages or text")
     agent = _agent(caller, args.pop("agent_id", None))
-    key = derive(caller.session, "ingest_session", {**args, "agent_id": agent}, args.pop("idempotency_key", None))
+    given = args.pop("idempotency_key", None)
+    key = derive(caller.session, "ingest_session", {**args, "agent_id": agent}, given)
     session_id = args.pop("session_id", None) or new_subject_id("ses", caller.principal.org_id, agent, key)
     text, messages = args.pop("text", None), args.pop("messages", None)
     transcript = messages or [{"role": "user", "content": text}]

@@ -64,4 +64,5 @@ class McpMount:
     def mount(self, api: FastAPI) -> None:
         """Serve at /mcp of `api` (GET, POST and DELETE, as the transport uses them)."""
         # a Route whose endpoint is an ASGI app (not a function): Starlette hands it the raw request
-        api.router.routes.append(Route(MCP_PATH, self, methods=["GET", "POST", "DELETE"], include_in_schema=False))
+        route = Route(MCP_PATH, self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        api.router.routes.append(route)

@@ -33,7 +33,7 @@ PREFIX = "mcp:"
 
 
 def derive(session: str | None, tool: str, arguments: Mapping[str, Any], given: str | None) -> str | None:
-    """The key of one call: `given`, else one derived from the session and the arguments (None: no session)."""
+    """The key of one call: `given`, else one derived from session and arguments (None: no session)."""
     if given is not None:
         return given
     if session is None:

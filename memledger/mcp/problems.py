@@ -30,7 +30,8 @@ def render(value: Any) -> str:
 def tool_result(value: dict[str, Any]) -> CallToolResult:
     """A successful call: the JSON as text, and as structured content for clients that read it."""
     structured = orjson.loads(render(value))
-    return CallToolResult(content=[TextContent(type="text", text=render(value))], structured_content=structured)
+    text = TextContent(type="text", text=render(value))
+    return CallToolResult(content=[text], structured_content=structured)
 
 
 def problem_of(error: BaseException) -> dict[str, Any]:
@@ -53,8 +54,8 @@ def tool_error(error: BaseException) -> CallToolResult:
 
 def validation_problem(error: ValidationError) -> HttpProblem:
     """Arguments that fail their schema: `invalid`, each failing argument in `errors` (as HTTP's 422)."""
-    fields = [FieldError(field=".".join(str(p) for p in x["loc"]), message=str(x["msg"]).removeprefix("Value error, "))
-              for x in error.errors()]
+    fields = [FieldError(field=".".join(str(p) for p in x["loc"]),
+                         message=str(x["msg"]).removeprefix("Value error, ")) for x in error.errors()]
     detail = "; ".join(f"{f.field}: {f.message}" for f in fields) or "the arguments are not valid"
     return HttpProblem(422, "invalid", "Invalid arguments", detail, errors=fields)
 
@@ -62,8 +63,8 @@ def validation_problem(error: ValidationError) -> HttpProblem:
 def unexpected(names: list[str]) -> HttpProblem:
     """Arguments a tool does not take (refused, as the API refuses an unknown field)."""
     fields = [FieldError(field=n, message="Extra inputs are not permitted") for n in names]
-    return HttpProblem(422, "invalid", "Invalid arguments", "; ".join(f"{f.field}: {f.message}" for f in fields),
-                       errors=fields)
+    detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
+    return HttpProblem(422, "invalid", "Invalid arguments", detail, errors=fields)
 
 
 def invalid(field: str, message: str) -> HttpProblem:

@@ -36,7 +36,8 @@ async def _read(ctx: Context[Any, Any], call: Callable[[Caller], dict[str, Any]]
         return render(await scope.run(ctx, call))
     except (LedgerError, HttpProblem) as error:
         problem = problem_of(error)
-        raise MCPError(NOT_FOUND if problem["status"] == 404 else INTERNAL, problem["detail"], problem) from None
+        code = NOT_FOUND if problem["status"] == 404 else INTERNAL
+        raise MCPError(code, problem["detail"], problem) from None
 
 
 async def memory(agent: str, memory_id: str, ctx: Context[Any, Any]) -> str:

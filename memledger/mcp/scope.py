@@ -1,8 +1,9 @@
 """Whose App a tool call runs on: one API key's, however the call arrived.
 
 - stdio (`memledger mcp`): the process authenticated `MEMLEDGER_API_KEY` at start; every
-  call runs on that key's App (`App.for_principal`), checking the key again (cached <= 2 s). Apps are not thread-safe, so calls take
-  turns on it (a lock), each in a worker thread so the event loop keeps reading.
+  call runs on that key's App (`App.for_principal`), checking the key again (cached <= 2 s).
+  Apps are not thread-safe, so calls take turns on it (a lock), each in a worker thread so the
+  event loop keeps reading.
 - streamable HTTP (`memledger serve`, /mcp): every HTTP request was authenticated by the
   mount (memledger/mcp/http.py) with the REST API's `Gate`; the call runs on an App of that
   request's principal from the Gate's pool, as a REST request does. A session opened with one
@@ -18,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context
@@ -26,6 +27,9 @@ from mcp.server.mcpserver import Context
 from ledger.errors import Unauthenticated
 from memledger.app import App
 from memledger.principal import Principal
+
+if TYPE_CHECKING:
+    from memledger.http.auth import AppPool
 
 __all__ = ["Caller", "HttpScope", "PRINCIPAL_STATE", "Scope", "StdioScope"]
 
@@ -73,7 +77,7 @@ class StdioScope:
 class HttpScope:
     """The principal of each HTTP request, on an App from the REST API's pool."""
 
-    def __init__(self, pool: Any):  # memledger.http.auth.AppPool (not imported: no HTTP at stdio start)
+    def __init__(self, pool: AppPool):
         self.pool = pool
 
     async def run(self, ctx: Context[Any, Any], call: Callable[[Caller], T]) -> T:
@@ -86,7 +90,7 @@ class HttpScope:
         session = headers.get(SESSION_HEADER)
 
         def pooled() -> T:
-            app: App = self.pool.acquire(principal)
+            app = self.pool.acquire(principal)
             try:
                 return call(Caller(app, principal, session))
             finally:

@@ -18,9 +18,7 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from commands.models import Content, Id, Importance, Metadata, Tags, Timestamp
-from ledger.errors import LedgerError
 from ledger.events import MemoryType, Message
-from memledger.http.problems import HttpProblem
 
 from . import calls
 from .problems import tool_error, tool_result
@@ -35,10 +33,10 @@ Ctx = Context[Any, Any]
 
 # -- arguments shared by several tools (descriptions are what the model reads) ------------------
 
-MemoryId = Annotated[Id, Field(description="The memory's id, as store_memory or search_memories returned it.")]
+MemoryId = Annotated[Id, Field(description="The memory's id, as store_memory or search_memories gave it.")]
 AgentArg = Annotated[Id | None, Field(
-    description="The agent whose memory this is. Leave it out: it defaults to your key's agent (or, for a change, "
-                "to the memory's owner).")]
+    description="The agent whose memory this is. Leave it out: it defaults to your key's agent (or, "
+                "for a change, to the memory's owner).")]
 Expected = Annotated[int | None, Field(ge=1, description=(
     "Optimistic concurrency: apply only if the memory is still at this version (the `version` a previous "
     "call returned); else the call fails with code version_conflict and current_version. Use it when "
@@ -55,10 +53,8 @@ async def invoke(ctx: Ctx, call: Callable[[Caller], dict[str, Any]]) -> CallTool
     scope: Scope = getattr(ctx.mcp_server, "scope")
     try:
         return tool_result(await scope.run(ctx, call))
-    except (LedgerError, HttpProblem) as error:
-        return tool_error(error)
-    except Exception as error:  # noqa: BLE001 - never a traceback to the model: `internal`, logged
-        return tool_error(error)
+    except Exception as error:  # noqa: BLE001 - a LedgerError or HttpProblem; anything else is
+        return tool_error(error)  # `internal` (logged), never a traceback to the model
 
 
 def _given(**args: Any) -> dict[str, Any]:
@@ -71,11 +67,12 @@ def _given(**args: Any) -> dict[str, Any]:
 async def store_memory(
     ctx: Ctx,
     content: Annotated[Content, Field(description="The memory itself, in plain words (up to 64 KiB).")],
-    tags: Annotated[Tags, Field(description="Short labels to find it again: lowercase words, e.g. [\"diet\"].")] = (),
-    importance: Annotated[Importance, Field(description="0.0 (trivia) to 1.0 (must never be forgotten).")] = 0.5,
-    memory_type: Annotated[MemoryType, Field(description="note, fact, preference, decision or summary.")] = "note",
+    tags: Annotated[Tags, Field(description="Short labels to find it again, e.g. [\"diet\"].")] = (),
+    importance: Annotated[Importance, Field(description="0.0 (trivia) to 1.0 (never forget).")] = 0.5,
+    memory_type: Annotated[MemoryType, Field(description="note, fact, preference, decision, summary.")
+                           ] = "note",
     metadata: Annotated[Metadata | None, Field(description="Any small JSON object to keep with it.")] = None,
-    expires_at: Annotated[Timestamp | None, Field(description="ISO 8601 time after which it is forgotten.")] = None,
+    expires_at: Annotated[Timestamp | None, Field(description="ISO 8601 time it is forgotten at.")] = None,
     session_id: Annotated[Id | None, Field(description="The conversation it came from, if any.")] = None,
     memory_id: Annotated[Id | None, Field(description="Your own id for it; leave out to get one.")] = None,
     agent_id: AgentArg = None,
@@ -99,7 +96,7 @@ async def update_memory(
     memory_id: MemoryId,
     content: Annotated[Content | None, Field(description="The new content (replaces the old).")] = None,
     importance: Annotated[Importance | None, Field(description="The new importance, 0.0 to 1.0.")] = None,
-    metadata: Annotated[Metadata | None, Field(description="The new metadata object (replaces the old).")] = None,
+    metadata: Annotated[Metadata | None, Field(description="New metadata (replaces the old).")] = None,
     expires_at: Annotated[Timestamp | None, Field(description="A new expiry time (ISO 8601).")] = None,
     clear_expiry: Annotated[bool, Field(description="True to make it never expire.")] = False,
     expected_version: Expected = None,
@@ -140,7 +137,7 @@ async def tag_memory(
 async def forget_memory(
     ctx: Ctx,
     memory_id: MemoryId,
-    reason: Annotated[str | None, Field(max_length=500, description="Why, for the record (optional).")] = None,
+    reason: Annotated[str | None, Field(max_length=500, description="Why, for the record.")] = None,
     expected_version: Expected = None,
     agent_id: AgentArg = None,
     idempotency_key: IdemKey = None,
@@ -161,7 +158,7 @@ async def ingest_session(
         "The conversation: [{role: user|assistant|system|tool, content}], oldest first."))] = None,
     text: Annotated[str | None, Field(min_length=1, description=(
         "Or the whole conversation as one text (stored as one user message).")) ] = None,
-    session_id: Annotated[Id | None, Field(description="Your id for the conversation; leave out to get one.")] = None,
+    session_id: Annotated[Id | None, Field(description="Your id for the conversation (optional).")] = None,
     user_id: Annotated[Id | None, Field(description="The user the conversation was with.")] = None,
     metadata: Annotated[Metadata | None, Field(description="Any small JSON object to keep with it.")] = None,
     agent_id: AgentArg = None,
@@ -173,9 +170,9 @@ async def ingest_session(
     messages or text. Returns {session_id, duplicate, consistency_token, queue_position}; the
     extracted memories appear later. Retry-safe like store_memory.
     """
-    args = _given(messages=[m.model_dump(mode="json", exclude_none=True) for m in messages] if messages else None,
-                  text=text, session_id=session_id, user_id=user_id, metadata=metadata, agent_id=agent_id,
-                  idempotency_key=idempotency_key)
+    turns = [m.model_dump(mode="json", exclude_none=True) for m in messages] if messages else None
+    args = _given(messages=turns, text=text, session_id=session_id, user_id=user_id, metadata=metadata,
+                  agent_id=agent_id, idempotency_key=idempotency_key)
     return await invoke(ctx, lambda c: calls.ingest(c, args))
 
 
@@ -184,14 +181,14 @@ async def ingest_session(
 
 async def search_memories(
     ctx: Ctx,
-    text: Annotated[str | None, Field(max_length=4096, description="Words to look for in the content.")] = None,
+    text: Annotated[str | None, Field(max_length=4096, description="Words to find in the content.")] = None,
     tags: Annotated[Tags, Field(description="Only memories with these tags.")] = (),
-    match: Annotated[Literal["any", "all"], Field(description="With several tags: any of them, or all.")] = "any",
+    match: Annotated[Literal["any", "all"], Field(description="With several tags: any, or all.")] = "any",
     agent_id: Annotated[Id | None, Field(description="Only this agent's memories.")] = None,
-    min_importance: Annotated[Importance | None, Field(description="Only memories at least this important.")] = None,
+    min_importance: Annotated[Importance | None, Field(description="Only at least this important.")] = None,
     memory_type: Annotated[MemoryType | None, Field(description="Only this kind of memory.")] = None,
     session_id: Annotated[Id | None, Field(description="Only memories from this conversation.")] = None,
-    since: Annotated[datetime | None, Field(description="Only memories stored from this time (ISO 8601).")] = None,
+    since: Annotated[datetime | None, Field(description="Only stored from this time (ISO 8601).")] = None,
     until: Annotated[datetime | None, Field(description="Only memories stored before this time.")] = None,
     order: Annotated[Literal["recent", "importance"], Field(description="Newest first, or most important.")
                      ] = "recent",
@@ -219,7 +216,7 @@ async def search_memories(
 async def get_memory(
     ctx: Ctx,
     memory_id: MemoryId,
-    as_of: Annotated[datetime | None, Field(description="As it stood at this time (ISO 8601), instead of now.")
+    as_of: Annotated[datetime | None, Field(description="As it stood at this time (ISO 8601), not now.")
                      ] = None,
     agent_id: AgentArg = None,
     consistent_with: Token = None,
