@@ -113,12 +113,24 @@ def test_a_retried_store_stores_once(settings: Settings, system: App) -> None:
         keyed = mcp.call("store_memory", content="likes tea", idempotency_key="k-1")
         other = mcp.call("store_memory", content="likes tea", idempotency_key="k-2")
         assert keyed["memory_id"] != other["memory_id"] != first["memory_id"]
+        # And a retried session hand-off queues the session once
+        handed = mcp.call("ingest_session", text="we talked about tea")
+        again_handed = mcp.call("ingest_session", text="we talked about tea")
+        assert (again_handed["session_id"], again_handed["duplicate"]) == (handed["session_id"], True)
+        assert again_handed["consistency_token"] == handed["consistency_token"]
+        # And the three memories page through search, two at a time
+        project(system)
+        page = mcp.call("search_memories", text="tea", limit=2)
+        rest = mcp.call("search_memories", text="tea", limit=2, cursor=page["next_cursor"])
+        paged = [m["memory_id"] for m in page["memories"] + rest["memories"]]
+        assert sorted(paged) == sorted({first["memory_id"], keyed["memory_id"], other["memory_id"]})
+        assert rest["next_cursor"] is None
     with stdio_session(settings, secret) as again:
         repeated = again.call("store_memory", content="likes tea", idempotency_key="k-1")
         assert repeated == {**keyed, "duplicate": True}
         fresh = again.call("store_memory", content="likes tea", tags=["drinks"])  # a new session: new memory
         assert fresh["memory_id"] != first["memory_id"]
-    assert ledger_length(system) == length + 4
+    assert ledger_length(system) == length + 5  # 4 memories, 1 session
 
 
 BAD_CALLS: list[tuple[str, dict[str, object], str, str]] = [
