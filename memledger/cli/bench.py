@@ -29,10 +29,11 @@ OldJsonFileOpt = Annotated[Path | None, typer.Option("--json", metavar="FILE", h
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `bench` (with its `bench http`) and `bench-scaling` commands to `app`."""
+    """Add the `bench` (with its `bench http` and `bench mcp`) and `bench-scaling` commands to `app`."""
     benches = typer.Typer(invoke_without_command=True, add_completion=False)
     benches.callback()(bench)
     benches.command("http")(bench_http)
+    benches.command("mcp")(bench_mcp)
     app.add_typer(benches, name="bench")
     app.command("bench-scaling")(bench_scaling)
 
@@ -52,6 +53,28 @@ def bench_http(
 
     with sigterm_interrupts():
         report = run_http_benchmark(settings(), memories=memories, repeat=repeat)
+    console.print(render_table(report))
+    if report.failed:
+        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
+    if json_file is not None:
+        write_json(report, json_file)
+        console.print(f"figures written to {json_file}")
+
+
+def bench_mcp(
+    calls: int = typer.Option(500, "--calls", min=10, help="Tool calls per round of each figure."),
+    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; one warm-up)."),
+    json_file: JsonFileOpt = None,
+) -> None:
+    """MCP tool-call round trips over stdio (store_memory, get_memory), p50 and p99, against the App.
+
+    Starts `memledger mcp` as a child process with an agent key of its own, on a namespace of
+    its own that is deleted at the end.
+    """
+    from memledger.bench.mcp_bench import run_mcp_benchmark
+
+    with sigterm_interrupts():
+        report = run_mcp_benchmark(settings(), calls=calls, repeat=repeat)
     console.print(render_table(report))
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")

@@ -35,13 +35,17 @@ Authenticate with `Authorization: Bearer mlk_...` (`memledger keys create`). Err
 
 def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI:
     """The HTTP API on `settings`; with `insecure_no_auth`, callers name their org in `X-Org`."""
+    from memledger.mcp.http import McpMount  # here: memledger.mcp imports memledger.http.problems
+
     ops = OpsView(App.open(settings), insecure_no_auth)
     gate = Gate(settings, App.open(settings), insecure_no_auth)
+    mcp = McpMount(gate)  # helper "mcp": the MCP streamable-HTTP transport at /mcp
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            async with mcp.running():  # the MCP sessions' task group lives as long as the app
+                yield
         finally:
             gate.close()
             ops.close()
@@ -56,6 +60,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
     api.add_middleware(ServerTiming)
     api.include_router(live.router)  # helper "live": GET /v1/events (SSE)
     metrics.install(api, settings)  # helper "live": outermost middleware + GET /metrics
+    mcp.mount(api)  # helper "mcp"
     _document_problems(api)
     return api
 

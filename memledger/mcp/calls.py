@@ -1,0 +1,189 @@
+"""What each tool does, on the caller's App: build one command or query, call the App, render.
+
+Synchronous and free of MCP types: memledger/mcp/tools.py declares the tools (names, argument
+schemas, descriptions) and runs these in a worker thread through the caller's `Scope`. Every
+result is a compact JSON object; every failure is a `LedgerError` or an `HttpProblem`, which
+memledger/mcp/problems.py turns into a tool error.
+
+Which agent a write is for, as in the REST API: the key's agent; else `agent_id`; else (a
+change) the memory's owner as the read model knows it. The org is always the key's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from commands.models import new_subject_id
+from ledger.errors import CommandError
+from ledger.eventlog import Receipt
+from memledger.http import headers as h
+
+from .idempotency import derive
+from .problems import invalid
+from .scope import Caller
+
+__all__ = ["forget", "get", "history", "ingest", "search", "stats", "store", "tag", "trending", "update"]
+
+Args = dict[str, Any]
+#: Memory fields a search result leaves out unless asked (a model rarely needs them).
+QUIET_FIELDS = ("org_id", "recall_count", "last_recalled_at", "created_at")
+
+
+def _agent(caller: Caller, given: str | None, memory_id: str | None = None) -> str:
+    """The agent a write is for (see the module docstring)."""
+    if caller.principal.agent_id is not None:
+        return given or caller.principal.agent_id  # naming another agent is refused by the App (not found)
+    if given is not None:
+        return given
+    if memory_id is not None:
+        return str(caller.app.get(None, memory_id)["agent_id"])
+    raise invalid("agent_id", "name the agent: this key is not bound to one")
+
+
+def _send(caller: Caller, command: Args, agent: str) -> Receipt:
+    full = {**command, "org_id": caller.principal.org_id, "agent_id": agent}
+    return caller.app.send({k: v for k, v in full.items() if v is not None})
+
+
+def _receipt(receipt: Receipt, memory_id: str) -> Args:
+    return {"memory_id": memory_id, "version": receipt.subject_version, "duplicate": receipt.duplicate,
+            "consistency_token": h.token(receipt)}
+
+
+def _memory(row: Args, quiet: bool = False) -> Args:
+    """A memory row as a model reads it: no empty fields (and, `quiet`, no bookkeeping ones)."""
+    return {k: v for k, v in row.items()
+            if v not in (None, {}, []) and not (quiet and k in QUIET_FIELDS)}
+
+
+# -- writes -------------------------------------------------------------------------------------
+
+
+def store(caller: Caller, args: Args) -> Args:
+    agent = _agent(caller, args.pop("agent_id", None))
+    given = args.pop("idempotency_key", None)
+    key = derive(caller.session, "store_memory", {**args, "agent_id": agent}, given)
+    memory_id = args.pop("memory_id", None) or new_subject_id("mem", caller.principal.org_id, agent, key)
+    command = {"type": "StoreMemory", "memory_id": memory_id, "idempotency_key": key, **args}
+    receipt = _send(caller, command, agent)
+    return _receipt(receipt, memory_id)
+
+
+def update(caller: Caller, memory_id: str, args: Args) -> Args:
+    agent = _agent(caller, args.pop("agent_id", None), memory_id)
+    receipt = _send(caller, {"type": "UpdateMemory", "memory_id": memory_id, **args}, agent)
+    return _receipt(receipt, memory_id)
+
+
+def tag(caller: Caller, memory_id: str, args: Args) -> Args:
+    agent = _agent(caller, args.pop("agent_id", None), memory_id)
+    add, remove = list(args.pop("add", None) or ()), list(args.pop("remove", None) or ())
+    if not add and not remove:
+        raise invalid("add", "give tags to add, to remove, or both")
+    expected, receipt = args.pop("expected_version", None), None
+    for kind, tags in (("TagMemory", add), ("UntagMemory", remove)):
+        if tags:
+            key = args.get("idempotency_key")
+            if key is not None and add and remove:  # one key, two commands: each its own
+                key = f"{key}/{kind}"
+            receipt = _send(caller, {"type": kind, "memory_id": memory_id, "tags": tags, **args,
+                                     "expected_version": expected, "idempotency_key": key}, agent)
+            # the untag, when there is one, expects the version the tag made (nothing else came between)
+            expected = receipt.subject_version if expected is not None else None
+    assert receipt is not None
+    return _receipt(receipt, memory_id)
+
+
+def forget(caller: Caller, memory_id: str, args: Args) -> Args:
+    agent = _agent(caller, args.pop("agent_id", None), memory_id)
+    receipt = _send(caller, {"type": "ForgetMemory", "memory_id": memory_id, **args}, agent)
+    return _receipt(receipt, memory_id)
+
+
+def ingest(caller: Caller, args: Args) -> Args:
+    if (args.get("messages") is None) == (args.get("text") is None):
+        raise invalid("messages", "give either messages or text")
+    agent = _agent(caller, args.pop("agent_id", None))
+    given = args.pop("idempotency_key", None)
+    key = derive(caller.session, "ingest_session", {**args, "agent_id": agent}, given)
+    session_id = args.pop("session_id", None) or new_subject_id("ses", caller.principal.org_id, agent, key)
+    text, messages = args.pop("text", None), args.pop("messages", None)
+    transcript = messages or [{"role": "user", "content": text}]
+    command = {"type": "IngestSession", "session_id": session_id, "transcript": transcript,
+               "idempotency_key": key, "org_id": caller.principal.org_id, "agent_id": agent, **args}
+    outcome = caller.app.ingest_many([{k: v for k, v in command.items() if v is not None}])[0]
+    if isinstance(outcome, CommandError):
+        raise outcome
+    return {"session_id": session_id, "duplicate": outcome.duplicate, "consistency_token": h.token(outcome),
+            "queue_position": caller.app.queue_position(outcome)}
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+def _wait(caller: Caller, consistent_with: str | None, projection: str = "memories") -> None:
+    if consistent_with is not None:
+        receipt = h.token_receipt(consistent_with)
+        if receipt.partition >= caller.app.settings.partitions:
+            raise h.token_problem(consistent_with)
+        caller.app.wait_for(receipt, projection=projection)
+
+
+def get(caller: Caller, memory_id: str, agent_id: str | None, as_of: datetime | None,
+        consistent_with: str | None) -> Args:
+    _wait(caller, consistent_with)
+    return _memory(caller.app.get(None, memory_id, agent_id, as_of))
+
+
+def history(caller: Caller, memory_id: str, agent_id: str | None, consistent_with: str | None) -> Args:
+    from projections import NotFound
+
+    _wait(caller, consistent_with, "archive")
+    entries = caller.app.history(None, memory_id, agent_id)
+    if not entries:
+        raise NotFound(f"no memory {memory_id!r} in this org")
+    return {"memory_id": memory_id, "events": [_event(e.event.model_dump(mode="json")) for e in entries]}
+
+
+def _event(event: Args) -> Args:
+    keep = ("type", "subject_version", "occurred_at", "actor", "data", "agent_id")
+    return {k: event[k] for k in keep if event.get(k) is not None}
+
+
+def search(caller: Caller, args: Args) -> Args:
+    """Filters and full text through `App.query` (a page at a time), or a point in time (`as_of`).
+
+    The seam for semantic and hybrid search: `mode` selects the path; only "text" is served
+    here until `App.search` exists, and a new mode is one branch of this function.
+    """
+    from projections import MemoryQuery
+
+    _wait(caller, args.pop("consistent_with", None))
+    args.pop("mode", None)
+    limit, cursor, as_of = args.pop("limit"), args.pop("cursor", None), args.pop("as_of", None)
+    after = h.decode_cursor(cursor) if cursor else None
+    query = MemoryQuery(caller.principal.org_id, limit=limit + 1, after=after, **args)
+    if as_of is not None:
+        rows = caller.app.as_of(None, query.agent_id, as_of, query)[:limit]
+        return {"memories": [_memory(r, True) for r in rows], "next_cursor": None}
+    rows = caller.app.query(query).rows
+    more = len(rows) > limit
+    page = rows[:limit]
+    next_cursor = h.encode_cursor(query.page_key(page[-1])) if more else None
+    return {"memories": [_memory(r, True) for r in page], "next_cursor": next_cursor}
+
+
+def stats(caller: Caller, consistent_with: str | None) -> Args:
+    _wait(caller, consistent_with)
+    return {"agents": caller.app.stats(None)}
+
+
+def trending(caller: Caller, hours: int, top: int) -> Args:
+    report = caller.app.trending(None, hours, top)
+    body: Args = report.as_json()
+    return body
+
+
+def feed(caller: Caller, agent_id: str, limit: int) -> Args:
+    return {"agent_id": agent_id, "items": caller.app.feed(None, agent_id, limit)}
