@@ -515,7 +515,9 @@ class App:
 
         self._maintenance("maintenance cleanup")
         days = self.settings.retention_days if retention_days is None else retention_days
-        return run_maintenance(self._bus(True), self._memories().conn, days, org_id=self.tenant)
+        return run_maintenance(self._bus(True), self._memories().conn, days, org_id=self.tenant,
+                               idle_close_s=self.settings.session_idle_close_s,
+                               max_messages=self.settings.session_max_messages)
 
     def run_workers(self, processes: int, threads: int, enqueuer: bool, maintenance: bool,
                     stop: threading.Event) -> None:
@@ -624,7 +626,7 @@ class App:
         finally:
             log.close()
         return LedgerInfo(self.settings.namespace, partitions, server.version, server.persistence,
-                          self.settings.allow_volatile, cache)
+                          self.settings.allow_volatile, cache, self._conversations().cache_stats())
 
     def health(self) -> Health:
         """Whether Redis and PostgreSQL answer (and how fast), and whether the namespace is migrated."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from ledger import events as ev
 from ledger.errors import InvalidQuery
@@ -186,7 +186,7 @@ def closable(conn: psycopg.Connection, idle_before: datetime | None, max_message
           f"WHEN %s::timestamptz IS NOT NULL AND last_message_at < %s::timestamptz THEN 'idle' END"
     sql = (f"SELECT * FROM (SELECT org_id, agent_id, session_id, message_count, {due} AS reason FROM conversations"
            f" WHERE {where}) c WHERE reason IS NOT NULL ORDER BY org_id, agent_id, session_id LIMIT %s")
-    with translated(), conn.cursor() as cur:
+    with translated(), conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(sql, (max_messages, max_messages, idle_before, idle_before, *params, limit)).fetchall()
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
@@ -198,7 +198,7 @@ def purgeable(conn: psycopg.Connection, closed_before: datetime, org_id: str | N
     where, params = "closed_at < %s AND transcript_purged_at IS NULL", [closed_before]
     if org_id is not None:
         where, params = where + " AND org_id = %s", params + [org_id]
-    with translated(), conn.cursor() as cur:
+    with translated(), conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(f"SELECT org_id, agent_id, session_id FROM conversations WHERE {where}"
                            " ORDER BY closed_at LIMIT %s", (*params, limit)).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
