@@ -462,10 +462,11 @@ class App:
     # -- working memory (memledger/conversations.py) ------------------------------------------
 
     def recent_messages(self, org: str | None, session_id: str, n: int = 10, agent: str | None = None,
-                        with_summary: bool = False) -> RecentMessages:
+                        with_summary: bool = False, after: tuple[int, str] | None = None) -> RecentMessages:
         """The last `n` messages of a conversation, oldest first, from the cache or PostgreSQL
-        (the answer's `source` says which); `with_summary` adds the older part's summary."""
-        return self._conversations().recent(self._org(org), session_id, n, self._agent(agent), with_summary)
+        (the answer's `source` says which); `with_summary` adds the older part's summary; `after`
+        (partition, stream id) is a write the answer must include."""
+        return self._conversations().recent(self._org(org), session_id, n, self._agent(agent), with_summary, after)
 
     def append_message(self, command: Command | Mapping[str, Any]) -> Receipt:
         """Append one message (AppendMessage); the first one creates the session."""

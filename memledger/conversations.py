@@ -15,6 +15,7 @@ from datetime import timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from ledger.errors import InvalidQuery, SessionNotFound, StoreUnavailable
+from ledger.events import stream_id_key
 from ledger.partitions import partition_for
 from ledger.settings import Settings
 
@@ -76,13 +77,19 @@ class Conversations:
         self._agents: dict[tuple[str, str], str] = {}  # (org, session) -> its agent: a session never moves
 
     def recent(self, org_id: str, session_id: str, n: int, agent_id: str | None = None,
-               with_summary: bool = False) -> RecentMessages:
+               with_summary: bool = False, after: tuple[int, str] | None = None) -> RecentMessages:
+        """`after`: a write (partition, stream id) the answer must include (read your writes): in
+        the conversation's partition, the cache answers only once its projector has applied it,
+        else PostgreSQL does (the caller waits for PostgreSQL first)."""
         if not 1 <= n <= MAX_LAST:
             raise InvalidQuery(f"last must be between 1 and {MAX_LAST}, not {n}")
         agent = agent_id or self._agent_of(org_id, session_id)
         conv = f"{org_id}/{agent}/{session_id}"
         partition = partition_for(org_id, agent, self.settings.partitions)
         try:
+            if after is not None and after[0] == partition and not _reached(self._cache().applied(partition),
+                                                                            after[1]):
+                return self._from_database(org_id, agent, session_id, n, None, None)
             found = self._cache().read(partition, conv, n)
         except StoreUnavailable as e:
             return self._from_database(org_id, agent, session_id, n, None, str(e))
@@ -150,6 +157,10 @@ class Conversations:
             return self._cache().stats()
         except StoreUnavailable as e:
             return {"error": str(e)}
+
+
+def _reached(checkpoint: str | None, position: str) -> bool:
+    return checkpoint is not None and stream_id_key(checkpoint) >= stream_id_key(position)
 
 
 def _missing(org_id: str, session_id: str) -> SessionNotFound:

@@ -418,4 +418,4 @@ def test_closed_conversations_are_summarized_exactly_once_across_a_sigkill(setti
     _project(settings, "conversations")
     with App.open(settings) as app:
         rows = app._memories().conn.execute("SELECT status, count(*) FROM conversations GROUP BY status").fetchall()
-        assert dict(rows) == {"summarized": len(sessions)}
+        assert {r["status"]: r["count"] for r in rows} == {"summarized": len(sessions)}

@@ -139,6 +139,14 @@ class RecentMessagesCache:
             return CacheRead(label, None)
         return CacheRead(label, [orjson.loads(bytes(item).split(b"|", 1)[1]) for item in reply[2]])
 
+    def applied(self, partition: int) -> str | None:
+        """The live generation's checkpoint in `partition` (None: nothing applied yet)."""
+        label = call(lambda: self.client.get(self.keys.pointer(partition)), "reading the pointer")
+        if label is None:
+            return None
+        found = call(lambda: self.client.get(self.keys.checkpoint(partition, text(label))), "reading the checkpoint")
+        return None if found is None else text(found)
+
     def refill(self, partition: int, label: str, conv: str, head: int, entries: list[bytes]) -> str:
         """Warm the cache with PostgreSQL's last messages (see recent_refill.lua); its answer."""
         prefix = self.keys.prefix(partition, label)
