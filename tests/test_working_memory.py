@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -419,3 +420,47 @@ def test_closed_conversations_are_summarized_exactly_once_across_a_sigkill(setti
     with App.open(settings) as app:
         rows = app._memories().conn.execute("SELECT status, count(*) FROM conversations GROUP BY status").fetchall()
         assert {r["status"]: r["count"] for r in rows} == {"summarized": len(sessions)}
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_the_cli_appends_reads_and_closes(settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from memledger.cli import app as cli
+    from memledger.cli.common import settings as cli_settings
+
+    from test_cli_consistency import env
+
+    migrate.upgrade(settings)
+    cli_settings.cache_clear()
+    run = CliRunner().invoke
+    try:
+        environ = env(settings)
+        base = ["--org", "acme", "--agent", "bot"]
+        first = run(cli, ["session", "append", "cli-chat", *base, "--content", "I prefer tea", "--json"], env=environ)
+        assert first.exit_code == 0, first.output
+        assert orjson.loads(first.output)["version"] == 1
+        piped = run(cli, ["session", "append", "cli-chat", *base, "--role", "assistant", "--content", "-",
+                          "--metadata", '{"channel": "cli"}', "--idempotency-key", "k1"], input="noted", env=environ)
+        assert piped.exit_code == 0 and "#2" in piped.output
+        bad = run(cli, ["session", "append", "cli-chat", *base, "--role", "robot", "--content", "x"], env=environ)
+        # (the console entry point prints a domain error as one line, exit code from ledger.errors)
+        assert isinstance(bad.exception, InvalidCommand) and "role" in str(bad.exception)
+        _project(settings)
+        shown = run(cli, ["session", "messages", "cli-chat", "--org", "acme", "--last", "5", "--json"], env=environ)
+        assert shown.exit_code == 0, shown.output
+        body = orjson.loads(shown.output)
+        assert body["source"] == "cache" and [m["content"] for m in body["messages"]] == ["I prefer tea", "noted"]
+        assert body["messages"][1]["metadata"] == {"channel": "cli"}
+        text = run(cli, ["session", "messages", "cli-chat", "--org", "acme"], env=environ)
+        assert "from the cache" in text.output and "#2 assistant:" in text.output
+        closed = run(cli, ["session", "close", "cli-chat", *base], env=environ)
+        assert closed.exit_code == 0 and "closed #3" in closed.output
+        late = run(cli, ["session", "append", "cli-chat", *base, "--content", "late"], env=environ)
+        assert isinstance(late.exception, SessionClosed) and late.exception.exit_code == 2
+        info = run(cli, ["info", "--json"], env=environ)
+        assert orjson.loads(info.output)["session_cache"]["sessions_cached"] == 1
+    finally:
+        cli_settings.cache_clear()
