@@ -32,7 +32,8 @@ from .models import (
 if TYPE_CHECKING:
     from .bus import CommandBus, parse
 
-__all__ = ["AppendMessage", "CloseSession", "SummarizeConversation", "Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", "IngestSession",
+__all__ = ["AppendMessage", "CloseSession", "SummarizeConversation",
+           "Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", "IngestSession",
            "MarkSessionFailed", "PurgeTranscript", "RecordRecall", "RetrySession", "StoreMemory",
            "SubjectState", "SummarizeSession", "TagMemory", "Unauthorized", "UntagMemory", "UpdateMemory",
            "check", "decide", "fold", "open_bus", "parse"]

@@ -320,8 +320,8 @@ class RevokeKey(Command):
 
 AnyCommand = Annotated[
     Union[StoreMemory, UpdateMemory, TagMemory, UntagMemory, ForgetMemory, RecordRecall, IngestSession,
-          SummarizeSession, MarkSessionFailed, RetrySession, ExpireMemory, PurgeTranscript, IssueKey, RevokeKey,
-          AppendMessage, CloseSession, SummarizeConversation],
+          SummarizeSession, MarkSessionFailed, RetrySession, ExpireMemory, PurgeTranscript, IssueKey,
+          RevokeKey, AppendMessage, CloseSession, SummarizeConversation],
     Field(discriminator="type"),
 ]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)

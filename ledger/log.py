@@ -200,8 +200,8 @@ class RedisEventLog(EventLog):
         if status == "unknown":
             return UnknownSubject(f"{subject} does not exist in this org and agent")
         if status == "closed":
-            return SessionClosed(f"session {subject} is closed (version {current}): it takes no more messages; "
-                                 "start a new session")
+            return SessionClosed(f"session {subject} is closed (version {current}): it takes no more "
+                                 "messages; start a new session")
         return SubjectForgotten(f"{subject} was forgotten or expired (version {current}); it takes no changes")
 
     def load(self, partition: int, entries: Iterable[tuple[str, int, bytes]]) -> int:

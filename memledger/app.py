@@ -466,7 +466,8 @@ class App:
         """The last `n` messages of a conversation, oldest first, from the cache or PostgreSQL
         (the answer's `source` says which); `with_summary` adds the older part's summary; `after`
         (partition, stream id) is a write the answer must include."""
-        return self._conversations().recent(self._org(org), session_id, n, self._agent(agent), with_summary, after)
+        return self._conversations().recent(self._org(org), session_id, n, self._agent(agent), with_summary,
+                                            after)
 
     def append_message(self, command: Command | Mapping[str, Any]) -> Receipt:
         """Append one message (AppendMessage); the first one creates the session."""
@@ -475,8 +476,8 @@ class App:
     def close_session(self, org: str | None, session_id: str, agent: str,
                       idempotency_key: str | None = None) -> Receipt:
         """Close a conversation: no more messages; background extraction summarizes it."""
-        return self.send({"type": "CloseSession", "org_id": self._org(org), "agent_id": self._agent(agent) or agent,
-                          "session_id": session_id, "idempotency_key": idempotency_key})
+        return self.send({"type": "CloseSession", "org_id": self._org(org), "session_id": session_id,
+                          "agent_id": self._agent(agent) or agent, "idempotency_key": idempotency_key})
 
     def _conversations(self) -> Conversations:
         if self._working is None:

@@ -47,8 +47,9 @@ class RecentMessages:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"org_id": self.org_id, "agent_id": self.agent_id, "session_id": self.session_id,
-               "source": self.source, "messages": self.messages, "status": self.status}
+        out: dict[str, Any] = {"org_id": self.org_id, "agent_id": self.agent_id,
+                               "session_id": self.session_id, "source": self.source,
+                               "messages": self.messages, "status": self.status}
         if self.summary is not None or self.summary_through is not None:
             out |= {"summary": self.summary, "summary_through": self.summary_through}
         if self.cache_error is not None:
@@ -129,7 +130,8 @@ class Conversations:
         from projections.postgres.conversations import last_messages
 
         row = self._row(org_id, agent_id, session_id)
-        rows = last_messages(self._conn(), org_id, agent_id, session_id, max(n, self.settings.session_cache_messages))
+        keep = max(n, self.settings.session_cache_messages)  # enough to warm the whole cached list
+        rows = last_messages(self._conn(), org_id, agent_id, session_id, keep)
         messages = [render(r) for r in rows]
         if warm is not None and rows:
             self._warm(warm, f"{org_id}/{agent_id}/{session_id}", rows)
@@ -148,8 +150,8 @@ class Conversations:
 
     def _with_summary(self, answer: RecentMessages) -> RecentMessages:
         row = self._row(answer.org_id, answer.agent_id, answer.session_id)
-        return RecentMessages(answer.org_id, answer.agent_id, answer.session_id, answer.messages, answer.source,
-                              row.digest, row.digest_through, row.status)
+        return RecentMessages(answer.org_id, answer.agent_id, answer.session_id, answer.messages,
+                              answer.source, row.digest, row.digest_through, row.status)
 
     def cache_stats(self) -> dict[str, Any]:
         """Hit rate, sessions cached, memory used; {"error": ...} when Redis is unreachable."""

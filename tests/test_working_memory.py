@@ -51,10 +51,12 @@ def _project(settings: Settings, *names: str) -> None:
 
 def _message(session: str, i: int, org: str = "acme", agent: str = "bot", **extra: Any) -> AppendMessage:
     role = ("user", "assistant")[i % 2]
-    return AppendMessage(org_id=org, agent_id=agent, session_id=session, role=role, content=f"message {i}", **extra)
+    return AppendMessage(org_id=org, agent_id=agent, session_id=session, role=role, content=f"message {i}",
+                         **extra)
 
 
-def _session_events(settings: Settings, session: str, org: str = "acme", agent: str = "bot") -> list[RecordedEvent]:
+def _session_events(settings: Settings, session: str, org: str = "acme",
+                    agent: str = "bot") -> list[RecordedEvent]:
     log = open_log(settings)
     try:
         p = log.partition_of(org, agent)
@@ -188,7 +190,8 @@ def test_reads_answer_from_postgresql_while_redis_is_down(settings: Settings, tm
     server = PrivateRedis(free_port(), tmp_path)
     server.start()
     try:
-        own = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{server.port}/0", "allow_volatile": False})
+        url = f"redis://127.0.0.1:{server.port}/0"
+        own = settings.model_copy(update={"redis_url": url, "allow_volatile": False})
         migrate.upgrade(own)
         with App.open(own) as app:
             for i in range(4):
@@ -221,8 +224,8 @@ def test_bad_messages_are_refused_and_append_nothing(settings: Settings, app: Ap
                                                      error: type[Exception]) -> None:
     app.send(_message("s", 0))
     before = _lengths(settings)
-    command = {"type": "AppendMessage", "org_id": "acme", "agent_id": "bot", "session_id": "s", "role": "user",
-               "content": "fine", **raw}
+    command = {"type": "AppendMessage", "org_id": "acme", "agent_id": "bot", "session_id": "s",
+               "role": "user", "content": "fine", **raw}
     with pytest.raises(error) as caught:
         app.send(command)
     assert str(caught.value)  # a message that says which field
@@ -418,7 +421,8 @@ def test_closed_conversations_are_summarized_exactly_once_across_a_sigkill(setti
                if r.event.type == "SessionSummarized")
     _project(settings, "conversations")
     with App.open(settings) as app:
-        rows = app._memories().conn.execute("SELECT status, count(*) FROM conversations GROUP BY status").fetchall()
+        sql = "SELECT status, count(*) FROM conversations GROUP BY status"
+        rows = app._memories().conn.execute(sql).fetchall()
         assert {r["status"]: r["count"] for r in rows} == {"summarized": len(sessions)}
 
 
@@ -439,26 +443,29 @@ def test_the_cli_appends_reads_and_closes(settings: Settings) -> None:
     try:
         environ = env(settings)
         base = ["--org", "acme", "--agent", "bot"]
-        first = run(cli, ["session", "append", "cli-chat", *base, "--content", "I prefer tea", "--json"], env=environ)
+        say = ["session", "append", "cli-chat", *base]
+        first = run(cli, [*say, "--content", "I prefer tea", "--json"], env=environ)
         assert first.exit_code == 0, first.output
         assert orjson.loads(first.output)["version"] == 1
-        piped = run(cli, ["session", "append", "cli-chat", *base, "--role", "assistant", "--content", "-",
-                          "--metadata", '{"channel": "cli"}', "--idempotency-key", "k1"], input="noted", env=environ)
+        piped = run(cli, [*say, "--role", "assistant", "--content", "-", "--metadata", '{"channel": "cli"}',
+                          "--idempotency-key", "k1"], input="noted", env=environ)
         assert piped.exit_code == 0 and "#2" in piped.output
-        bad = run(cli, ["session", "append", "cli-chat", *base, "--role", "robot", "--content", "x"], env=environ)
+        bad = run(cli, [*say, "--role", "robot", "--content", "x"], env=environ)
         # (the console entry point prints a domain error as one line, exit code from ledger.errors)
         assert isinstance(bad.exception, InvalidCommand) and "role" in str(bad.exception)
         _project(settings)
-        shown = run(cli, ["session", "messages", "cli-chat", "--org", "acme", "--last", "5", "--json"], env=environ)
+        shown = run(cli, ["session", "messages", "cli-chat", "--org", "acme", "--last", "5", "--json"],
+                    env=environ)
         assert shown.exit_code == 0, shown.output
         body = orjson.loads(shown.output)
-        assert body["source"] == "cache" and [m["content"] for m in body["messages"]] == ["I prefer tea", "noted"]
+        assert body["source"] == "cache"
+        assert [m["content"] for m in body["messages"]] == ["I prefer tea", "noted"]
         assert body["messages"][1]["metadata"] == {"channel": "cli"}
         text = run(cli, ["session", "messages", "cli-chat", "--org", "acme"], env=environ)
         assert "from the cache" in text.output and "#2 assistant:" in text.output
         closed = run(cli, ["session", "close", "cli-chat", *base], env=environ)
         assert closed.exit_code == 0 and "closed #3" in closed.output
-        late = run(cli, ["session", "append", "cli-chat", *base, "--content", "late"], env=environ)
+        late = run(cli, [*say, "--content", "late"], env=environ)
         assert isinstance(late.exception, SessionClosed) and late.exception.exit_code == 2
         info = run(cli, ["info", "--json"], env=environ)
         assert orjson.loads(info.output)["session_cache"]["sessions_cached"] == 1

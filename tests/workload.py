@@ -76,8 +76,9 @@ def conversations(n: int, seed: int = 1, orgs: int = 3, agents: int = 5, session
     out: list[Command] = []
     for i in range(n):
         s = rnd.randrange(sessions)
-        out.append(AppendMessage(org_id=f"org-{s % orgs}", agent_id=f"agent-{s % agents}", session_id=f"c{seed}-{s}",
-                                 role=rnd.choice(["user", "assistant"]), content=f"message {i} of c{seed}-{s}"))
+        session = f"c{seed}-{s}"
+        out.append(AppendMessage(org_id=f"org-{s % orgs}", agent_id=f"agent-{s % agents}", session_id=session,
+                                 role=rnd.choice(["user", "assistant"]), content=f"message {i} of {session}"))
     return out
 
 

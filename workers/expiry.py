@@ -89,7 +89,8 @@ def purge_transcripts(bus: CommandBus, conn: Connection, now: datetime, retentio
 
 
 def close_conversations(bus: CommandBus, conn: Connection, now: datetime, idle_s: int, max_messages: int,
-                        report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+                        report: MaintenanceReport | None = None,
+                        org_id: str | None = None) -> MaintenanceReport:
     """Close open conversations idle for `idle_s` (0: never) or `max_messages` long (0: no limit)."""
     report = report or MaintenanceReport()
     if not idle_s and not max_messages:
@@ -105,7 +106,8 @@ def close_conversations(bus: CommandBus, conn: Connection, now: datetime, idle_s
 
 
 def purge_conversations(bus: CommandBus, conn: Connection, now: datetime, retention_days: int,
-                        report: MaintenanceReport | None = None, org_id: str | None = None) -> MaintenanceReport:
+                        report: MaintenanceReport | None = None,
+                        org_id: str | None = None) -> MaintenanceReport:
     """Purge the messages of conversations closed more than `retention_days` before `now`."""
     report = report or MaintenanceReport()
     rows = purgeable(conn, now - timedelta(days=retention_days), org_id)
@@ -128,4 +130,5 @@ def run_maintenance(bus: CommandBus, conn: Connection, retention_days: int,
     return purge_transcripts(bus, conn, now, retention_days, report, org_id)
 
 
-__all__ = ["MaintenanceReport", "close_conversations", "expire_due", "purge_conversations", "purge_transcripts", "run_maintenance"]
+__all__ = ["MaintenanceReport", "close_conversations", "expire_due", "purge_conversations",
+           "purge_transcripts", "run_maintenance"]

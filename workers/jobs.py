@@ -56,8 +56,7 @@ def job_for(record: RecordedEvent, summarize_every: int = 0) -> Job | None:
     e, position = record.event, record.position
     if isinstance(e.data, ev.SessionIngested):
         ingest_stream_id, ingest_event_id = position.stream_id, str(e.event_id)
-    elif isinstance(e.data, ev.SessionClosed) or (
-            isinstance(e.data, ev.MessageAppended) and summarize_every > 0 and e.subject_version % summarize_every == 0):
+    elif isinstance(e.data, ev.SessionClosed) or _digest_due(e, summarize_every):
         ingest_stream_id, ingest_event_id = position.stream_id, str(e.event_id)
     elif isinstance(e.data, ev.SessionRetryRequested):
         ingest_stream_id, ingest_event_id = e.data.ingest_stream_id, str(e.data.ingest_event_id)
@@ -65,6 +64,11 @@ def job_for(record: RecordedEvent, summarize_every: int = 0) -> Job | None:
         return None
     return Job(e.org_id, e.agent_id, e.subject_id, position.partition, ingest_stream_id, ingest_event_id,
                str(e.event_id), position.key[0])
+
+
+def _digest_due(e: ev.Event, every: int) -> bool:
+    """Is `e` a conversation's every-th message (its older part is then summarized)?"""
+    return isinstance(e.data, ev.MessageAppended) and every > 0 and e.subject_version % every == 0
 
 
 __all__ = ["Job", "job_for"]

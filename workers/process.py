@@ -19,7 +19,14 @@ from typing import Literal, TypeVar
 from commands.bus import CommandBus
 from commands.models import Command, StoreMemory, SummarizeConversation
 from ledger import events as ev
-from ledger.errors import CommandError, LedgerError, RateLimited, StoreUnavailable, SubjectExists, UnknownSubject
+from ledger.errors import (
+    CommandError,
+    LedgerError,
+    RateLimited,
+    StoreUnavailable,
+    SubjectExists,
+    UnknownSubject,
+)
 from ledger.eventlog import Outcome, Receipt
 
 from .extract import Extractor
@@ -145,8 +152,8 @@ def wait_for_messages(read: Callable[[], list[ev.Message]], through: int, sessio
         if len(found) >= through:
             return tuple(found[:through])
         if time.monotonic() > deadline:
-            raise StoreUnavailable(f"session {session_id}: the conversations read model holds {len(found)} of "
-                                   f"{through} messages after {timeout:.0f}s; is `memledger projector "
+            raise StoreUnavailable(f"session {session_id}: the conversations read model holds {len(found)} "
+                                   f"of {through} messages after {timeout:.0f}s; is `memledger projector "
                                    "conversations` running?")
         time.sleep(0.05)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ledger import Settings, open_log
 from ledger.errors import CommandError
-from ledger.events import RecordedEvent
+from ledger.events import MessageAppended, RecordedEvent
 from memledger.app import App
 from projections.redis.recent_messages import RecentMessagesProjection, conversation_key, entry
 
@@ -153,6 +153,13 @@ def _batches(ctx: BenchContext) -> list[tuple[int, list[RecordedEvent]]]:
         log.close()
 
 
+def _entry(r: RecordedEvent) -> bytes:
+    d = r.event.data
+    assert isinstance(d, MessageAppended)
+    return entry(r.event.subject_version, d.role, d.content, d.metadata, r.event.occurred_at.isoformat(),
+                 r.position.stream_id)
+
+
 def projector_throughput(ctx: BenchContext) -> list[Figure]:
     work = _batches(ctx)
     count = sum(len(events) for _, events in work)
@@ -172,9 +179,7 @@ def projector_throughput(ctx: BenchContext) -> list[Figure]:
         return watch.seconds
 
     raw = [r for _, events in work for r in events]
-    entries = [(r, entry(r.event.subject_version, r.event.data.role, r.event.data.content,  # type: ignore[attr-defined]
-                         r.event.data.metadata, r.event.occurred_at.isoformat(),  # type: ignore[attr-defined]
-                         r.position.stream_id)) for r in raw]
+    entries = [(r, _entry(r)) for r in raw]
 
     def pipelined(_: int) -> float:
         ns, cap, ttl = settings.namespace, settings.session_cache_messages, settings.session_cache_ttl * 1000

@@ -64,7 +64,7 @@ def bench_http(
 def bench_messages(
     sessions: int = typer.Option(200, "--sessions", min=1, help="Conversations loaded for the read figures."),
     per_session: int = typer.Option(50, "--per-session", min=11, help="Messages in each of them."),
-    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions per figure (medians; plus one warm-up)."),
+    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions (medians, one warm-up)."),
     json_file: JsonFileOpt = None,
 ) -> None:
     """Working memory: append-message latency, recent messages from the cache and from PostgreSQL,

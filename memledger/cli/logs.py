@@ -221,7 +221,8 @@ def session_cache_line(stats: dict[str, Any] | None) -> str:
 
 def print_info(report: LedgerInfo) -> None:
     for label, value in (("namespace", report.namespace), ("redis", report.redis_version),
-                         ("persistence", durability_mark(report)), ("query cache", cache_line(report.query_cache)),
+                         ("persistence", durability_mark(report)),
+                         ("query cache", cache_line(report.query_cache)),
                          ("session cache", session_cache_line(report.session_cache))):
         console.print(f"{label:<12} {value}", highlight=False, soft_wrap=True)
     table = Table("partition", "events", "head", title=f"{len(report.partitions)} partitions")

@@ -79,14 +79,15 @@ def session_retry(session_id: str, org: OrgOpt, agent: AgentOpt = None, as_json:
 
 @session_app.command("append")
 def session_append(session_id: str, org: OrgOpt, agent: RequiredAgentOpt,
-                   content: Annotated[str, typer.Option("--content", help="The message text; '-' reads stdin.")],
-                   role: Annotated[str, typer.Option("--role", help="user, assistant, system or tool.")] = "user",
+                   content: Annotated[str, typer.Option("--content", help="The text; '-' reads stdin.")],
+                   role: Annotated[str, typer.Option("--role", help="user|assistant|system|tool")] = "user",
                    metadata: Annotated[str | None, typer.Option("--metadata", help="A JSON object.")] = None,
                    key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Append one message to a conversation (AppendMessage); its first message creates it."""
     text = sys.stdin.read() if content == "-" else content
-    command = {"type": "AppendMessage", "org_id": org, "agent_id": agent, "session_id": session_id, "role": role,
-               "content": text, "idempotency_key": key, **({"metadata": parse_object(metadata)} if metadata else {})}
+    command = {"type": "AppendMessage", "org_id": org, "agent_id": agent, "session_id": session_id,
+               "role": role, "content": text, "idempotency_key": key,
+               **({"metadata": parse_object(metadata)} if metadata else {})}
     with open_app() as app:
         receipt = app.append_message(command)
     print_receipt(session_id, receipt, "message", as_json)
@@ -103,8 +104,10 @@ def session_close(session_id: str, org: OrgOpt, agent: RequiredAgentOpt, key: Ke
 
 @session_app.command("messages")
 def session_messages(session_id: str, org: OrgOpt, agent: AgentOpt = None, as_json: JsonOpt = False,
-                     last: Annotated[int, typer.Option("--last", min=1, max=10_000, help="How many of the last messages.")] = 10,
-                     summary: Annotated[bool, typer.Option("--summary", help="Also the older part's summary.")] = False,
+                     last: Annotated[int, typer.Option("--last", min=1, max=10_000,
+                                                       help="How many of the last messages.")] = 10,
+                     summary: Annotated[bool, typer.Option("--summary", help="Also the older part's summary.")
+                                        ] = False,
                      ) -> None:
     """A conversation's last messages, oldest first; says whether they came from the cache or PostgreSQL."""
     with open_app() as app:
@@ -139,8 +142,9 @@ def print_receipt(session_id: str, receipt: Receipt, what: str, as_json: bool) -
 
 
 def print_messages(found: RecentMessages) -> None:
+    why = f" ({found.cache_error})" if found.cache_error else ""
     console.print(f"[bold]{found.session_id}[/] ({found.org_id}/{found.agent_id}): {len(found.messages)} "
-                  f"messages from the {found.source}" + (f" ({found.cache_error})" if found.cache_error else ""))
+                  f"messages from the {found.source}{why}")
     if found.summary:
         console.print(f"summary of messages 1-{found.summary_through}: {found.summary}")
     for m in found.messages:

@@ -39,7 +39,7 @@ class MessageReceiptOut(BaseModel):
     seq: int
     partition: int
     stream_id: str
-    duplicate: bool = Field(description="True when this is an idempotent retry: the original receipt, nothing new.")
+    duplicate: bool = Field(description="True for an idempotent retry: the original receipt, nothing new.")
     event_ids: list[str]
 
 
@@ -59,7 +59,7 @@ class MessagesOut(BaseModel):
     agent_id: str
     source: Literal["cache", "database"] = Field(description="The Redis cache, or PostgreSQL.")
     messages: list[MessageOut]
-    status: str | None = Field(None, description="open, closed, summarized or failed (when read from PostgreSQL).")
+    status: str | None = Field(None, description="open, closed, summarized or failed (read from PostgreSQL).")
     summary: str | None = Field(None, description="With summary=true: the older part's summary.")
     summary_through: int | None = Field(None, description="The last message the summary covers.")
     cache_error: str | None = Field(None, description="Why the cache was not used (Redis unreachable).")

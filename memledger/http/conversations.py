@@ -34,8 +34,9 @@ CallerDep = Annotated[Principal, Depends(caller)]
 SessionPath = Annotated[str, Path(max_length=128)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200,
                                        description="A retry with the same key returns the original receipt.")]
-AgentQuery = Annotated[str | None, Query(max_length=128, description="The conversation's agent (default: the key's).")]
-Token = Annotated[str | None, Query(max_length=64, description="An X-Consistency-Token: the answer includes it.")]
+AgentQuery = Annotated[str | None, Query(max_length=128, description="The session's agent (default: key's)")]
+Token = Annotated[str | None, Query(max_length=64, description="An X-Consistency-Token the answer includes.")]
+Last = Annotated[int, Query(ge=1, le=10_000, description="How many of the last messages.")]
 
 
 @router.post("/sessions/{session_id}/messages", status_code=201, response_model=MessageReceiptOut,
@@ -59,7 +60,7 @@ def append_message(session_id: SessionPath, body: MessageIn, response: Response,
 
 @router.get("/sessions/{session_id}/messages", response_model=MessagesOut, responses=PROBLEMS)
 def recent_messages(session_id: SessionPath, response: Response, app: AppDep,
-                    last: Annotated[int, Query(ge=1, le=10_000, description="How many of the last messages.")] = 10,
+                    last: Last = 10,
                     summary: Annotated[bool, Query(description="Also the older part's summary.")] = False,
                     agent_id: AgentQuery = None, consistent_with: Token = None) -> MessagesOut:
     """The last `last` messages, oldest first; `source` (and X-Cache-Status) says where they came from."""
@@ -68,14 +69,17 @@ def recent_messages(session_id: SessionPath, response: Response, app: AppDep,
     response.headers["X-Cache-Status"] = "HIT" if found.source == "cache" else "MISS"
     return MessagesOut(session_id=found.session_id, agent_id=found.agent_id, source=found.source,
                        messages=[MessageOut(**m) for m in found.messages], status=found.status,
-                       summary=found.summary, summary_through=found.summary_through, cache_error=found.cache_error)
+                       summary=found.summary, summary_through=found.summary_through,
+                       cache_error=found.cache_error)
 
 
 @router.post("/sessions/{session_id}/close", response_model=MessageReceiptOut, responses=PROBLEMS)
 def close_session(session_id: SessionPath, response: Response, app: AppDep, who: CallerDep,
                   body: CloseIn | None = None, idempotency_key: IdemKey = None) -> MessageReceiptOut:
     """Close a conversation: no more messages (409 after); it is summarized in the background."""
-    agent = (body.agent_id if body else None) or who.agent_id or app.recent_messages(None, session_id, 1).agent_id
+    agent = (body.agent_id if body else None) or who.agent_id
+    if agent is None:  # an org-wide key: the conversation's own agent (404 when there is none)
+        agent = app.recent_messages(None, session_id, 1).agent_id
     receipt = app.close_session(None, session_id, agent, idempotency_key)
     response.headers.update(h.receipt_headers(receipt))
     return MessageReceiptOut(session_id=session_id, seq=receipt.subject_version, partition=receipt.partition,

@@ -57,7 +57,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index('conversations_open_idle', table_name='conversations', postgresql_where=sa.text("status = 'open'"))
+    op.drop_index('conversations_open_idle', table_name='conversations',
+                  postgresql_where=sa.text("status = 'open'"))
     op.drop_index('conversations_org_session', table_name='conversations')
     op.drop_table('conversations')
     op.drop_table('session_messages')

@@ -88,7 +88,8 @@ def _message_row(r: RecordedEvent) -> tuple[Any, ...]:
     e, d = r.event, r.event.data
     assert isinstance(d, ev.MessageAppended)
     return (e.org_id, e.agent_id, e.subject_id, e.subject_version, d.role, d.content,
-            orjson.dumps(d.metadata).decode(), e.occurred_at, e.event_id, r.position.partition, r.position.stream_id)
+            orjson.dumps(d.metadata).decode(), e.occurred_at, e.event_id, r.position.partition,
+            r.position.stream_id)
 
 
 def _latest(messages: list[RecordedEvent]) -> dict[tuple[str, str, str], tuple[Any, ...]]:
@@ -152,7 +153,8 @@ def conversation(conn: psycopg.Connection, org_id: str, session_id: str,
     with translated(), conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(f"SELECT * FROM conversations WHERE {where} LIMIT 2", params).fetchall()
     if len(rows) > 1:
-        raise InvalidQuery(f"session {session_id!r} exists for several agents of org {org_id!r}: name the agent")
+        raise InvalidQuery(f"session {session_id!r} exists for several agents of org {org_id!r}: "
+                           "name the agent")
     return ConversationRow(**rows[0]) if rows else None
 
 
@@ -160,8 +162,8 @@ def last_messages(conn: psycopg.Connection, org_id: str, agent_id: str, session_
                   n: int) -> list[MessageRow]:
     """The last `n` messages of a conversation, oldest first."""
     with translated(), conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM session_messages{_WHERE} ORDER BY seq DESC LIMIT %s",
-                           (org_id, agent_id, session_id, n)).fetchall()
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM session_messages{_WHERE} ORDER BY seq DESC LIMIT %s"
+        rows = cur.execute(sql, (org_id, agent_id, session_id, n)).fetchall()
     return [MessageRow(**r) for r in reversed(rows)]
 
 
@@ -169,8 +171,8 @@ def messages_through(conn: psycopg.Connection, org_id: str, agent_id: str, sessi
                      through: int) -> list[MessageRow]:
     """Messages 1..`through` of a conversation, oldest first (what extraction reads)."""
     with translated(), conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM session_messages{_WHERE} AND seq <= %s ORDER BY seq",
-                           (org_id, agent_id, session_id, through)).fetchall()
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM session_messages{_WHERE} AND seq <= %s ORDER BY seq"
+        rows = cur.execute(sql, (org_id, agent_id, session_id, through)).fetchall()
     return [MessageRow(**r) for r in rows]
 
 
@@ -184,10 +186,12 @@ def closable(conn: psycopg.Connection, idle_before: datetime | None, max_message
         where, params = where + " AND org_id = %s", [org_id]
     due = f"CASE WHEN %s::int IS NOT NULL AND message_count >= %s::int THEN 'max_messages' " \
           f"WHEN %s::timestamptz IS NOT NULL AND last_message_at < %s::timestamptz THEN 'idle' END"
-    sql = (f"SELECT * FROM (SELECT org_id, agent_id, session_id, message_count, {due} AS reason FROM conversations"
-           f" WHERE {where}) c WHERE reason IS NOT NULL ORDER BY org_id, agent_id, session_id LIMIT %s")
+    sql = (f"SELECT * FROM (SELECT org_id, agent_id, session_id, message_count, {due} AS reason"
+           f" FROM conversations WHERE {where}) c WHERE reason IS NOT NULL"
+           " ORDER BY org_id, agent_id, session_id LIMIT %s")
     with translated(), conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(sql, (max_messages, max_messages, idle_before, idle_before, *params, limit)).fetchall()
+        args = (max_messages, max_messages, idle_before, idle_before, *params, limit)
+        rows = cur.execute(sql, args).fetchall()
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 

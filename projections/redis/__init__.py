@@ -14,11 +14,11 @@ from .cache import CachedMemoryStore, QueryCache, attach_query_cache, cache_stat
 from .trending import Trending, TrendingProjection, TrendingReport
 
 __all__ = ["REDIS_PROJECTIONS", "ActivityFeed", "ActivityProjection", "Analytics", "AnalyticsProjection",
-           "AnalyticsReport", "CachedMemoryStore", "QueryCache", "RecentMessagesCache", "RecentMessagesProjection",
-           "RedisProjection", "Trending",
+           "AnalyticsReport", "CachedMemoryStore", "QueryCache", "RecentMessagesCache",
+           "RecentMessagesProjection", "RedisProjection", "Trending",
            "TrendingProjection", "TrendingReport", "attach_query_cache", "cache_stats", "invalidate_all",
            "open_cached_store", "watch"]
 
-REDIS_PROJECTIONS: tuple[type[RedisProjection], ...] = (TrendingProjection, AnalyticsProjection, ActivityProjection,
-                                                         RecentMessagesProjection)
+REDIS_PROJECTIONS: tuple[type[RedisProjection], ...] = (
+    TrendingProjection, AnalyticsProjection, ActivityProjection, RecentMessagesProjection)
 

@@ -58,7 +58,8 @@ def entry(seq: int, role: str, content: str, metadata: dict[str, Any], at: str, 
 def _event_entry(r: RecordedEvent) -> bytes:
     e, d = r.event, r.event.data
     assert isinstance(d, ev.MessageAppended)
-    return entry(e.subject_version, d.role, d.content, d.metadata, e.occurred_at.isoformat(), r.position.stream_id)
+    return entry(e.subject_version, d.role, d.content, d.metadata, e.occurred_at.isoformat(),
+                 r.position.stream_id)
 
 
 class RecentMessagesProjection(RedisProjection):
@@ -144,7 +145,8 @@ class RecentMessagesCache:
         label = call(lambda: self.client.get(self.keys.pointer(partition)), "reading the pointer")
         if label is None:
             return None
-        found = call(lambda: self.client.get(self.keys.checkpoint(partition, text(label))), "reading the checkpoint")
+        key = self.keys.checkpoint(partition, text(label))
+        found = call(lambda: self.client.get(key), "reading the checkpoint")
         return None if found is None else text(found)
 
     def refill(self, partition: int, label: str, conv: str, head: int, entries: list[bytes]) -> str:
@@ -161,16 +163,17 @@ class RecentMessagesCache:
                                                       for p in range(self.partitions)], "reading cache stats")
         hits, misses = sum(int(h or 0) for h, _ in counts), sum(int(m or 0) for _, m in counts)
         lists = self._lists()
-        sizes = pipelined(self.client, lambda pipe: [pipe.memory_usage(k) for k in lists], "measuring the cache")
-        return {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
-                "sessions_cached": len(lists), "memory_bytes": sum(int(s or 0) for s in sizes)}
+        sizes = pipelined(self.client, lambda pipe: [pipe.memory_usage(k) for k in lists], "measuring")
+        rate = round(hits / (hits + misses), 4) if hits + misses else None
+        return {"hits": hits, "misses": misses, "hit_rate": rate, "sessions_cached": len(lists),
+                "memory_bytes": sum(int(s or 0) for s in sizes)}
 
     def _lists(self) -> list[bytes]:
-        labels = pipelined(self.client, lambda pipe: [pipe.get(self.keys.pointer(p)) for p in range(self.partitions)],
-                           "reading pointers")
+        pointers = [self.keys.pointer(p) for p in range(self.partitions)]
+        labels = pipelined(self.client, lambda pipe: [pipe.get(k) for k in pointers], "reading pointers")
         found: list[bytes] = []
         for p, label in enumerate(labels):
             if label is not None:
                 pattern = f"{self.keys.prefix(p, text(label))}:m:*"
-                found += call(lambda: list(self.client.scan_iter(match=pattern, count=1000)), "listing the cache")
+                found += call(lambda: list(self.client.scan_iter(match=pattern, count=1000)), "listing")
         return found
