@@ -471,3 +471,34 @@ def test_the_cli_appends_reads_and_closes(settings: Settings) -> None:
         assert orjson.loads(info.output)["session_cache"]["sessions_cached"] == 1
     finally:
         cli_settings.cache_clear()
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+
+def test_a_tiny_bench_messages_run_measures_every_figure(settings: Settings, redis_client: redis.Redis,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from memledger.bench import messages_bench
+    from memledger.cli import app as cli
+    from workers.supervisor import child_env
+
+    for name, value in (("APPEND_CALLS", 20), ("READ_CALLS", 20)):
+        monkeypatch.setattr(messages_bench, name, value)
+    for name, value in child_env(settings).items():
+        if name.startswith("MEMLEDGER_"):
+            monkeypatch.setenv(name, value)
+    out = tmp_path / "messages.json"
+    result = CliRunner().invoke(cli, ["bench", "messages", "--sessions", "6", "--per-session", "12",
+                                      "--repeat", "1", "--json-file", str(out)])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(out.read_bytes())
+    figures = {f["name"]: f for f in report["figures"]}
+    for name in ("append message, in process", "recent 10 messages, cache",
+                 "recent 10 messages, PostgreSQL (cold)"):
+        assert figures[f"{name} p50"]["value"] > 0 and figures[f"{name} p50"]["passed"] in (True, False)
+    projector = figures["recent_messages projection apply"]
+    assert projector["baseline"] == messages_bench.RAW_NAME and projector["ratio"] > 0
+    assert report["args"]["events"] == 72
+    assert list(redis_client.scan_iter(match=f"{{{report['namespace']}*")) == []
