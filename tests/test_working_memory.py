@@ -21,7 +21,7 @@ import orjson
 import pytest
 import redis
 
-from commands import AppendMessage, CloseSession, open_bus
+from commands import AppendMessage, CloseSession, StoreMemory, open_bus
 from ledger import Settings, open_log
 from ledger import events as ev
 from ledger.errors import InvalidCommand, InvalidQuery, NotFound, SessionClosed, UnknownSubject
@@ -477,7 +477,8 @@ def test_the_cli_appends_reads_and_closes(settings: Settings) -> None:
 
 
 def test_a_tiny_bench_messages_run_measures_every_figure(settings: Settings, redis_client: redis.Redis,
-                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from memledger.bench import messages_bench
@@ -502,3 +503,15 @@ def test_a_tiny_bench_messages_run_measures_every_figure(settings: Settings, red
     assert projector["baseline"] == messages_bench.RAW_NAME and projector["ratio"] > 0
     assert report["args"]["events"] == 72
     assert list(redis_client.scan_iter(match=f"{{{report['namespace']}*")) == []
+
+
+def test_the_activity_feed_shows_a_conversation_as_a_session(settings: Settings, app: App) -> None:
+    app.send(StoreMemory(org_id="acme", agent_id="bot", memory_id="x", content="a memory named x"))
+    app.send(_message("x", 0))  # a session with the memory's id
+    app.close_session("acme", "x", "bot")
+    app.send({"type": "ForgetMemory", "org_id": "acme", "agent_id": "bot", "memory_id": "x"})
+    _project(settings, "activity")
+    feed = app.feed("acme", "bot", 10)
+    # Forgetting memory x takes its entries out (and adds none), and leaves the session x's
+    assert [(e["type"], e["summary"]) for e in feed] == [
+        ("SessionClosed", "conversation closed (closed)"), ("MessageAppended", "user: message 0")]
