@@ -171,7 +171,7 @@ def _body(item: bytes | str) -> bytes:
 def watch(client: redis.Redis, namespace: str, org_id: str, stop: threading.Event | None = None,
           poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
     """The org's events as the live activity projector applies them, until `stop` is set."""
-    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
     call(lambda: pubsub.subscribe(channel(namespace, org_id)), "subscribing")
     try:
         while stop is None or not stop.is_set():
