@@ -11,6 +11,8 @@ from ledger.errors import Unauthorized
 
 from .decide import Decision, SubjectState, check, decide, fold
 from .models import (
+    AppendMessage,
+    CloseSession,
     Command,
     ExpireMemory,
     ForgetMemory,
@@ -20,6 +22,7 @@ from .models import (
     RecordRecall,
     RetrySession,
     StoreMemory,
+    SummarizeConversation,
     SummarizeSession,
     TagMemory,
     UntagMemory,
@@ -29,7 +32,8 @@ from .models import (
 if TYPE_CHECKING:
     from .bus import CommandBus, parse
 
-__all__ = ["Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", "IngestSession",
+__all__ = ["AppendMessage", "CloseSession", "SummarizeConversation",
+           "Command", "CommandBus", "Decision", "ExpireMemory", "ForgetMemory", "IngestSession",
            "MarkSessionFailed", "PurgeTranscript", "RecordRecall", "RetrySession", "StoreMemory",
            "SubjectState", "SummarizeSession", "TagMemory", "Unauthorized", "UntagMemory", "UpdateMemory",
            "check", "decide", "fold", "open_bus", "parse"]

@@ -11,13 +11,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from ledger import events as ev
-from ledger.errors import CommandError, SubjectExists, SubjectForgotten, UnknownSubject, VersionConflict
+from ledger.errors import (
+    CommandError,
+    SessionClosed,
+    SubjectExists,
+    SubjectForgotten,
+    UnknownSubject,
+    VersionConflict,
+)
 from ledger.eventlog import Kind, Mode, SubjectState
 
 from .models import (
+    AppendMessage,
+    CloseSession,
     Command,
     ExpireMemory,
     ForgetMemory,
@@ -29,6 +39,7 @@ from .models import (
     RetrySession,
     RevokeKey,
     StoreMemory,
+    SummarizeConversation,
     SummarizeSession,
     TagMemory,
     UntagMemory,
@@ -36,6 +47,9 @@ from .models import (
 )
 
 __all__ = ["Decision", "Kind", "Mode", "SubjectState", "check", "decide", "fold"]
+
+
+Status = Literal["absent", "live", "ended", "open", "closed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +103,22 @@ def _session_payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:
         case PurgeTranscript():
             return "s", command.session_id, "change", ev.SessionTranscriptPurged(
                 retention_days=command.retention_days)
+    return _conversation_payload(command)
+
+
+def _conversation_payload(command: Command) -> tuple[Kind, str, Mode, ev.Payload]:
+    """Working memory. A message bumps the session's version, so a message's subject version
+    is its number in the session; the partial summary is a touch, which leaves it alone."""
+    match command:
+        case AppendMessage():
+            return "s", command.session_id, "open", ev.MessageAppended(
+                role=command.role, content=command.content, metadata=command.metadata)
+        case CloseSession():
+            return "s", command.session_id, "close", ev.SessionClosed(
+                reason=command.reason, messages=command.messages)
+        case SummarizeConversation():
+            return "s", command.session_id, "touch", ev.ConversationSummarized(
+                summary=command.summary, through=command.through, extractor=command.extractor)
     return _key_payload(command)
 
 
@@ -121,6 +151,8 @@ def check(state: SubjectState, mode: Mode, expected_version: int | None) -> Comm
         return VersionConflict(f"at version {state.version}, not {expected_version}", state.version)
     if mode == "create":
         return SubjectExists(f"exists at version {state.version}") if state.status != "absent" else None
+    if mode in ("open", "close"):
+        return _conversation_check(state, mode)
     if state.status == "absent":
         return UnknownSubject("does not exist")
     if state.status == "ended":
@@ -128,8 +160,23 @@ def check(state: SubjectState, mode: Mode, expected_version: int | None) -> Comm
     return None
 
 
+def _conversation_check(state: SubjectState, mode: Mode) -> CommandError | None:
+    if mode == "open" and state.status in ("absent", "open"):
+        return None
+    if state.status == "absent":
+        return UnknownSubject("does not exist")
+    if state.status == "ended":
+        return SubjectForgotten("was forgotten or expired")
+    return SessionClosed("is closed") if state.status != "open" else None
+
+
+#: The status an accepted decision of a mode leaves (others keep the subject's status:
+#: a change of a closed conversation leaves it closed).
+_LEAVES: dict[str, Status] = {"end": "ended", "open": "open", "close": "closed", "create": "live"}
+
+
 def fold(state: SubjectState, mode: Mode, events: int = 1) -> SubjectState:
     """The subject's state after an accepted decision of `mode` with `events` events."""
     if mode == "touch":
         return state
-    return SubjectState(state.version + events, "ended" if mode == "end" else "live")
+    return SubjectState(state.version + events, _LEAVES.get(mode, state.status))

@@ -192,6 +192,54 @@ class IngestSession(Command):
         return self
 
 
+#: The longest message a conversation takes, in characters (as a memory's content).
+MAX_MESSAGE = MAX_CONTENT
+Role = Literal["user", "assistant", "system", "tool"]
+MessageText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a message needs some content, not only whitespace")
+    return value
+
+
+class AppendMessage(Command):
+    """One message of a conversation, as it happens; the first one creates the session.
+
+    Content is kept as sent (not stripped: whitespace may matter in a chat), but may not be
+    empty or only whitespace. With no `session_id` a new session is named (from the
+    idempotency key when there is one, see `new_subject_id`): send the rest to that id.
+    """
+
+    type: Literal["AppendMessage"] = "AppendMessage"
+    new_subject: ClassVar[tuple[str, str] | None] = ("session_id", "ses")
+    session_id: Id
+    role: Role
+    content: Annotated[MessageText, AfterValidator(_not_blank)]
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class CloseSession(Command):
+    """End a conversation: it takes no more messages and goes to background extraction."""
+
+    type: Literal["CloseSession"] = "CloseSession"
+    session_id: Id
+    reason: Literal["closed", "idle", "max_messages"] = "closed"
+    messages: Count | None = None
+
+
+class SummarizeConversation(Command):
+    """The worker's summary of the older part (messages 1..through) of a long conversation."""
+
+    type: Literal["SummarizeConversation"] = "SummarizeConversation"
+    system_only: ClassVar[bool] = True
+    session_id: Id
+    summary: Content
+    through: Annotated[int, Strict(), Field(ge=1)]
+    extractor: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "keywords"
+
+
 class SummarizeSession(Command):
     """The worker's result for a session: its summary and the memories extracted from it."""
 
@@ -272,7 +320,8 @@ class RevokeKey(Command):
 
 AnyCommand = Annotated[
     Union[StoreMemory, UpdateMemory, TagMemory, UntagMemory, ForgetMemory, RecordRecall, IngestSession,
-          SummarizeSession, MarkSessionFailed, RetrySession, ExpireMemory, PurgeTranscript, IssueKey, RevokeKey],
+          SummarizeSession, MarkSessionFailed, RetrySession, ExpireMemory, PurgeTranscript, IssueKey,
+          RevokeKey, AppendMessage, CloseSession, SummarizeConversation],
     Field(discriminator="type"),
 ]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
@@ -290,6 +339,6 @@ def name_new_subject(command: dict[str, Any]) -> dict[str, Any]:
 
 #: Command type -> (field, id prefix) of the subject it creates.
 NEW_SUBJECTS: dict[str, tuple[str, str]] = {
-    cls.model_fields["type"].default: cls.new_subject for cls in (StoreMemory, IngestSession)
+    cls.model_fields["type"].default: cls.new_subject for cls in (StoreMemory, IngestSession, AppendMessage)
     if cls.new_subject is not None}
 

@@ -72,6 +72,13 @@ class SubjectExists(CommandError):
     code = "exists"
 
 
+class SessionClosed(CommandError):
+    """A message for a conversation that was closed (or a session ingested whole, which takes
+    no messages), or a close of one that is closed already."""
+
+    code = "session_closed"
+
+
 class RateLimited(CommandError):
     """The organisation sent more commands than its rate allows."""
 

@@ -42,8 +42,10 @@ MAX_SEQ = 2**64 - 1
 
 #: How a command's events change their subject (checked atomically by the append):
 #: create (the subject must be absent), change (it must exist and be live), end (as change,
-#: then it takes no more changes: forgotten, expired), touch (as change, version unchanged).
-Mode = Literal["create", "change", "end", "touch"]
+#: then it takes no more changes: forgotten, expired), touch (as change, version unchanged),
+#: open (a conversation's message: creates the session when absent, else it must be an open
+#: conversation; bumps), close (an open conversation takes no more messages; bumps).
+Mode = Literal["create", "change", "end", "touch", "open", "close"]
 #: What a subject is: "m" a memory, "s" a session, "k" an API key.
 Kind = Literal["m", "s", "k"]
 
@@ -63,10 +65,13 @@ class Subject:
 
 @dataclass(frozen=True, slots=True)
 class SubjectState:
-    """What the write side knows of a subject: its version and whether it is live."""
+    """What the write side knows of a subject: its version and whether it is live.
+
+    "open" and "closed" are live sessions that are conversations (created by a message):
+    open ones take messages, closed ones no more; both take every other change."""
 
     version: int = 0
-    status: Literal["absent", "live", "ended"] = "absent"
+    status: Literal["absent", "live", "ended", "open", "closed"] = "absent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,8 @@ class EventLog(ABC):
         An idempotency key seen before returns the original receipt (`duplicate=True`) and
         appends nothing; an expected version other than the current one is a VersionConflict;
         `create` of an existing subject is SubjectExists; any other mode on an absent subject is
-        UnknownSubject, on an ended one SubjectForgotten. A rejected item appends nothing.
+        UnknownSubject, on an ended one SubjectForgotten; a message (`open`) for a session that
+        is not an open conversation, or a `close` of one, is SessionClosed. A rejected item appends nothing.
         """
 
     @abstractmethod

@@ -130,6 +130,41 @@ class SessionRetryRequested(Payload):
     reason: str | None = None
 
 
+class MessageAppended(Payload):
+    """One message of a conversation (working memory), appended as it happens. The session is
+    the subject; the first message creates it, and the event's subject version is the
+    message's 1-based number in the session (see commands.decide: nothing else bumps it
+    while the conversation is open)."""
+
+    type_name = "MessageAppended"
+
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionClosed(Payload):
+    """A conversation takes no more messages; background extraction summarizes it (as an
+    ingested session). `reason`: "closed" (asked for), "idle" (no message for the configured
+    time) or "max_messages" (it reached the configured length)."""
+
+    type_name = "SessionClosed"
+
+    reason: Literal["closed", "idle", "max_messages"] = "closed"
+    messages: int | None = None  # how many messages the closer saw (None: not known)
+
+
+class ConversationSummarized(Payload):
+    """The older part of a long conversation, summarized by the offline extractor: messages
+    1..`through` are summed up by `summary` (a caller asks for "summary + last N")."""
+
+    type_name = "ConversationSummarized"
+
+    summary: str
+    through: int
+    extractor: str = "keywords"
+
+
 class KeyIssued(Payload):
     """An API key was issued (the subject is its key id). Only the secret's hash is recorded."""
 
@@ -164,6 +199,9 @@ PAYLOADS: dict[str, type[Payload]] = {
         SessionExtractionFailed,
         SessionTranscriptPurged,
         SessionRetryRequested,
+        MessageAppended,
+        SessionClosed,
+        ConversationSummarized,
         KeyIssued,
         KeyRevoked,
     )

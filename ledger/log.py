@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import redis
 
@@ -18,6 +18,7 @@ from .codec import decode_entry
 from .durability import read_persistence
 from .errors import (
     ConfigurationError,
+    SessionClosed,
     StoreUnavailable,
     SubjectExists,
     SubjectForgotten,
@@ -57,6 +58,8 @@ T = TypeVar("T")
 LOAD_CHUNK = 2000
 #: Key suffixes of a partition that belong to the ledger; `partition_key` refuses them.
 OWN_SUFFIXES = ("stream", "subjects", "trimmed", "idem:")
+#: The prefix append.lua puts before a subject's version -> its status (none: "live").
+_MARKS: dict[str, Literal["ended", "open", "closed"]] = {"-": "ended", "+": "open", "~": "closed"}
 
 
 def _text(value: bytes | str) -> str:
@@ -196,6 +199,9 @@ class RedisEventLog(EventLog):
             return SubjectExists(f"{subject} already exists (version {current}); use a new id or an update")
         if status == "unknown":
             return UnknownSubject(f"{subject} does not exist in this org and agent")
+        if status == "closed":
+            return SessionClosed(f"session {subject} is closed (version {current}): it takes no more "
+                                 "messages; start a new session")
         return SubjectForgotten(f"{subject} was forgotten or expired (version {current}); it takes no changes")
 
     def load(self, partition: int, entries: Iterable[tuple[str, int, bytes]]) -> int:
@@ -223,8 +229,10 @@ class RedisEventLog(EventLog):
         if raw is None:
             return SubjectState()
         text = _text(raw)
-        # append.lua prefixes the version with "-" once the subject has ended.
-        return SubjectState(int(text[1:]), "ended") if text.startswith("-") else SubjectState(int(text), "live")
+        # append.lua prefixes the version with "-" once the subject has ended, "+" while it is
+        # an open conversation and "~" once that conversation is closed.
+        status = _MARKS.get(text[:1])
+        return SubjectState(int(text), "live") if status is None else SubjectState(int(text[1:]), status)
 
     # -- reading -----------------------------------------------------------------------
 

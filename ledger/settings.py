@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     # Redis read models (projections/redis/).
     trending_retention_hours: int = Field(default=720, ge=0)  # hourly buckets kept this long; 0: forever
     feed_length: int = Field(default=100, ge=1, le=10_000)  # activity entries kept per agent
+    # Working memory (issue 17): conversations appended message by message.
+    session_cache_messages: int = Field(default=30, ge=1, le=10_000)  # last messages per session in Redis
+    session_cache_ttl: int = Field(default=7200, ge=1)  # seconds a session's cached messages live unread
+    session_idle_close_s: int = Field(default=1800, ge=0)  # close a conversation idle this long; 0: never
+    session_max_messages: int = Field(default=1000, ge=0)  # close a conversation this long; 0: no limit
+    session_summarize_every: int = Field(default=100, ge=0)  # summarize the older part every N; 0: never
     # Background processing (workers/): extraction, retries, expiry and retention.
     extractor: Literal["keywords", "llm"] = "keywords"
     llm_url: str | None = None  # an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1

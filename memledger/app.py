@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from workers.ingest import SessionQueue
     from workers.status import WorkerStatus
 
+    from .conversations import Conversations, RecentMessages
     from .keyring import IssuedKey
     from .principal import Principal
 
@@ -131,6 +132,7 @@ class App:
         self._redis = _OnFirstUse(lambda: connect_redis(settings))  # for the Redis read models
         self._projections: dict[str, Projection] = {}
         self._queue: SessionQueue | None = None
+        self._working: Conversations | None = None  # working memory's reads (memledger/conversations.py)
         self._no_queue = False  # queue positions cannot be told here (no read models): not asked again
         self.principal: Principal | None = None  # the API key this App acts for (`for_principal`)
         self.key_cache = KeyCache()  # what `authenticate` accepted lately (memledger/keyring.py)
@@ -168,7 +170,7 @@ class App:
             self._store.close()
         self._redis.close()
         self._log, self._buses, self._store, self._projections = None, {}, None, {}
-        self._queue, self._no_queue = None, False
+        self._queue, self._no_queue, self._working = None, False, None
 
     # -- connections, each opened once -------------------------------------------------------
 
@@ -478,6 +480,33 @@ class App:
 
         return session_tree(self._memories().conn, self._org(org), session_id, self._agent(agent))
 
+    # -- working memory (memledger/conversations.py) ------------------------------------------
+
+    def recent_messages(self, org: str | None, session_id: str, n: int = 10, agent: str | None = None,
+                        with_summary: bool = False, after: tuple[int, str] | None = None) -> RecentMessages:
+        """The last `n` messages of a conversation, oldest first, from the cache or PostgreSQL
+        (the answer's `source` says which); `with_summary` adds the older part's summary; `after`
+        (partition, stream id) is a write the answer must include."""
+        return self._conversations().recent(self._org(org), session_id, n, self._agent(agent), with_summary,
+                                            after)
+
+    def append_message(self, command: Command | Mapping[str, Any]) -> Receipt:
+        """Append one message (AppendMessage); the first one creates the session."""
+        return self.send(command)
+
+    def close_session(self, org: str | None, session_id: str, agent: str,
+                      idempotency_key: str | None = None) -> Receipt:
+        """Close a conversation: no more messages; background extraction summarizes it."""
+        return self.send({"type": "CloseSession", "org_id": self._org(org), "session_id": session_id,
+                          "agent_id": self._agent(agent) or agent, "idempotency_key": idempotency_key})
+
+    def _conversations(self) -> Conversations:
+        if self._working is None:
+            from .conversations import Conversations
+
+            self._working = Conversations(self.settings, lambda: self._memories().conn, self._redis.get)
+        return self._working
+
     def retry_session(self, org: str | None, session_id: str, agent: str | None = None, reason: str | None = None,
                       force: bool = False) -> Receipt:
         """Process a failed session again (any with `force`): appends the internal RetrySession."""
@@ -510,7 +539,9 @@ class App:
         self._maintenance("maintenance cleanup")
         days = self.settings.retention_days if retention_days is None else retention_days
         actor = ACTOR if self.principal is None else self.principal.key_id  # history names the operator's key
-        return run_maintenance(self._bus(True), self._memories().conn, days, org_id=self.tenant, actor=actor)
+        return run_maintenance(self._bus(True), self._memories().conn, days, org_id=self.tenant, actor=actor,
+                               idle_close_s=self.settings.session_idle_close_s,
+                               max_messages=self.settings.session_max_messages)
 
     def run_workers(self, processes: int, threads: int, enqueuer: bool, maintenance: bool,
                     stop: threading.Event) -> None:
@@ -654,7 +685,7 @@ class App:
         finally:
             log.close()
         return LedgerInfo(self.settings.namespace, partitions, server.version, server.persistence,
-                          self.settings.allow_volatile, cache)
+                          self.settings.allow_volatile, cache, self._conversations().cache_stats())
 
     def health(self) -> Health:
         """Whether Redis and PostgreSQL answer (and how fast), and whether the namespace is migrated."""

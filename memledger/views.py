@@ -52,6 +52,8 @@ class LedgerInfo:
     persistence: Persistence
     allow_volatile: bool  # MEMLEDGER_ALLOW_VOLATILE: a volatile Redis is accepted for writes
     query_cache: dict[str, int]  # hits, misses, orgs
+    #: working memory's recent-messages cache: hits, misses, hit_rate, sessions_cached, memory_bytes
+    session_cache: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         found = self.persistence
@@ -60,7 +62,8 @@ class LedgerInfo:
                 "persistence": {"appendonly": found.appendonly, "appendfsync": found.appendfsync,
                                 "rdb_save": found.rdb_save, "durable": found.durable,
                                 "description": found.describe()},
-                "allow_volatile": self.allow_volatile, "query_cache": self.query_cache}
+                "allow_volatile": self.allow_volatile, "query_cache": self.query_cache,
+                "session_cache": self.session_cache}
 
 
 @dataclass(frozen=True)

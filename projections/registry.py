@@ -13,6 +13,7 @@ from ledger.settings import Settings
 from .base import Projection, ProjectionClass
 from .postgres.api_keys import ApiKeysProjection
 from .postgres.archive import ArchiveProjection
+from .postgres.conversations import ConversationsProjection
 from .postgres.memories import MemoriesProjection
 from .redis import REDIS_PROJECTIONS
 
@@ -22,6 +23,7 @@ PROJECTIONS: dict[str, ProjectionClass] = {
     ArchiveProjection.name: ArchiveProjection,
     MemoriesProjection.name: MemoriesProjection,
     ApiKeysProjection.name: ApiKeysProjection,
+    ConversationsProjection.name: ConversationsProjection,
     **{cls.name: cls for cls in REDIS_PROJECTIONS},
 }
 

@@ -122,7 +122,8 @@ def test_health_info_lag_and_replay(app: App, migrated: Settings) -> None:
     info = app.info()
     assert info.namespace == migrated.namespace and sum(p.length for p in info.partitions) == 5
     assert sum(x.behind for x in app.lag() if x.projection == "memories") == 5
-    for name in ("archive", "memories", "api_keys", "trending", "analytics", "activity"):
+    for name in ("archive", "memories", "api_keys", "trending", "analytics", "activity", "conversations",
+                 "recent_messages"):
         app.run_projector(name, until_caught_up=True)
     assert sum(x.behind for x in app.lag()) == 0
     assert {(r.state, r.lag) for r in app.replay_status(["memories"])} == {("live", 0)}

@@ -12,7 +12,7 @@ from ledger.errors import OutdatedReadModel
 from projections import FencedOut, Projector, ProjectorOptions, open_projection, run_projection
 from projections.redis import REDIS_PROJECTIONS, RedisProjection, Trending, TrendingProjection
 
-from workload import send_all, workload
+from workload import conversations, send_all, workload
 
 NOW = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
 
@@ -82,8 +82,8 @@ def test_forgetting_a_memory_takes_it_out_of_trending(settings: Settings) -> Non
 
 @pytest.mark.parametrize("name", [cls.name for cls in REDIS_PROJECTIONS])
 def test_the_same_events_give_the_same_state_whatever_the_batching(settings: Settings, name: str) -> None:
-    # Given a mixed workload in the ledger
-    send_all(bus_at(settings, NOW), workload(1500, seed=5))
+    # Given a mixed workload in the ledger (memories, sessions and conversations' messages)
+    send_all(bus_at(settings, NOW), workload(1500, seed=5) + conversations(300, seed=5))
     # When it is projected live in big batches, and into two fresh generations in other batch sizes
     live = project(settings, name, batch=1000)
     small = project(settings, name, "small", batch=7)

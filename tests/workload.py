@@ -68,6 +68,20 @@ def _change(rnd: random.Random, org: str, agent: str, mid: str, r: float) -> Com
     return ForgetMemory(org_id=org, agent_id=agent, memory_id=mid)
 
 
+def conversations(n: int, seed: int = 1, orgs: int = 3, agents: int = 5, sessions: int = 12) -> list[Command]:
+    """`n` AppendMessage commands over a few conversations, interleaved (working memory)."""
+    from commands import AppendMessage
+
+    rnd = random.Random(seed)
+    out: list[Command] = []
+    for i in range(n):
+        s = rnd.randrange(sessions)
+        session = f"c{seed}-{s}"
+        out.append(AppendMessage(org_id=f"org-{s % orgs}", agent_id=f"agent-{s % agents}", session_id=session,
+                                 role=rnd.choice(["user", "assistant"]), content=f"message {i} of {session}"))
+    return out
+
+
 def send_all(bus: CommandBus, commands: list[Command], batch: int = 1000) -> int:
     """Send every command; returns how many were accepted (all should be)."""
     accepted = 0

@@ -105,7 +105,9 @@ def session_failed(message: dict[str, Any], retries: dict[str, Any]) -> None:
 def run_maintenance() -> None:
     store = open_memory_store(settings)
     try:
-        report = maintenance_round(processor().bus, store.conn, settings.retention_days)
+        report = maintenance_round(processor().bus, store.conn, settings.retention_days,
+                                   idle_close_s=settings.session_idle_close_s,
+                                   max_messages=settings.session_max_messages)
     finally:
         store.close()
     log.info("maintenance: %d expired, %d transcripts purged, %d skipped (changed since), %d already done",

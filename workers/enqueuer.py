@@ -47,22 +47,23 @@ class SessionEnqueuer(PostgresProjection):
     version = 1
     tables = ()
 
-    def __init__(self, conninfo: str, schema: str, broker: Broker):
-        self.broker = broker
+    def __init__(self, conninfo: str, schema: str, broker: Broker, summarize_every: int = 0):
+        self.broker, self.summarize_every = broker, summarize_every
         self.enqueued = 0
         super().__init__(conninfo, schema)
 
     def write(self, cur: Cursor, events: Sequence[RecordedEvent]) -> None:
         # Runs inside the checkpoint's transaction: if enqueueing fails, nothing commits.
         for record in events:
-            job = job_for(record)
+            job = job_for(record, self.summarize_every)
             if job is not None:
                 enqueue(self.broker, job.message(), NAME)
                 self.enqueued += 1
 
 
 def open_enqueuer(settings: Settings, broker: Broker | None = None) -> SessionEnqueuer:
-    return SessionEnqueuer(database_url(settings), settings.db_schema, broker or make_broker(settings))
+    return SessionEnqueuer(database_url(settings), settings.db_schema, broker or make_broker(settings),
+                           settings.session_summarize_every)
 
 
 def run_enqueuer(settings: Settings, stop: threading.Event | None = None, until_caught_up: bool = False,

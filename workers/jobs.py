@@ -41,8 +41,13 @@ class Job:
         return message(SESSIONS_QUEUE, PROCESS_SESSION, self.kwargs(), self.trigger_event_id)
 
 
-def job_for(record: RecordedEvent) -> Job | None:
+def job_for(record: RecordedEvent, summarize_every: int = 0) -> Job | None:
     """The job an event asks for, if any (pure).
+
+    A conversation asks for one when it is closed (SessionClosed: extract it whole, as an
+    ingested session) and, with `summarize_every` > 0, at every `summarize_every`-th message
+    (MessageAppended: summarize the part before it). The job names that event as its
+    "ingest" event: the worker reads the messages up to it from the conversations read model.
 
     The job's org, agent, session and partition are always those of the asking event's
     envelope; a retry's payload only names the ingest event, which the worker then reads
@@ -51,12 +56,19 @@ def job_for(record: RecordedEvent) -> Job | None:
     e, position = record.event, record.position
     if isinstance(e.data, ev.SessionIngested):
         ingest_stream_id, ingest_event_id = position.stream_id, str(e.event_id)
+    elif isinstance(e.data, ev.SessionClosed) or _digest_due(e, summarize_every):
+        ingest_stream_id, ingest_event_id = position.stream_id, str(e.event_id)
     elif isinstance(e.data, ev.SessionRetryRequested):
         ingest_stream_id, ingest_event_id = e.data.ingest_stream_id, str(e.data.ingest_event_id)
     else:
         return None
     return Job(e.org_id, e.agent_id, e.subject_id, position.partition, ingest_stream_id, ingest_event_id,
                str(e.event_id), position.key[0])
+
+
+def _digest_due(e: ev.Event, every: int) -> bool:
+    """Is `e` a conversation's every-th message (its older part is then summarized)?"""
+    return isinstance(e.data, ev.MessageAppended) and every > 0 and e.subject_version % every == 0
 
 
 __all__ = ["Job", "job_for"]

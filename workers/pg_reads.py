@@ -65,6 +65,19 @@ class ArchiveReader:
             raise
 
 
+    def conversation(self, org_id: str, agent_id: str, session_id: str, through: int) -> list[ev.Message]:
+        """Messages 1..`through` of a conversation, as a transcript (from its read model)."""
+        from projections.postgres.conversations import messages_through
+
+        conn = self._conn()
+        try:
+            rows = messages_through(conn, org_id, agent_id, session_id, through)
+        except StoreUnavailable:
+            conn.close()
+            raise
+        return [ev.Message(role=r.role, content=r.content, at=r.at) for r in rows]
+
+
 def _rows(conn: psycopg.Connection[Any], what: str, sql: str, args: tuple[Any, ...]) -> list[Row]:
     with translated(f"PostgreSQL ({what})"), conn.cursor(row_factory=tuple_row) as cur:
         return cur.execute(sql, args).fetchall()

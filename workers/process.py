@@ -17,9 +17,16 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from commands.bus import CommandBus
-from commands.models import Command, StoreMemory
+from commands.models import Command, StoreMemory, SummarizeConversation
 from ledger import events as ev
-from ledger.errors import CommandError, LedgerError, RateLimited, SubjectExists, UnknownSubject
+from ledger.errors import (
+    CommandError,
+    LedgerError,
+    RateLimited,
+    StoreUnavailable,
+    SubjectExists,
+    UnknownSubject,
+)
 from ledger.eventlog import Outcome, Receipt
 
 from .extract import Extractor
@@ -56,14 +63,35 @@ class SessionProcessor:
         if self.already_summarized(job):
             return "skipped"
         ingest = self.ingest_event(job)
-        assert isinstance(ingest.data, ev.SessionIngested)  # checked by ingest_event
-        extraction = self.extractor.extract(ingest.data.transcript)
+        if isinstance(ingest.data, ev.MessageAppended):
+            return self._digest(job, ingest)
+        extraction = self.extractor.extract(self.transcript(ingest))
         commands = plan(job, ingest, extraction, self.extractor.name)
         summary = self._append(commands)
         if summary.duplicate:
             return "duplicate"
         self.counters.count_day("processed")
         return "summarized"
+
+    def transcript(self, ingest: ev.Event) -> tuple[ev.Message, ...]:
+        """An ingested session's transcript; a closed conversation's messages (all before the close)."""
+        if isinstance(ingest.data, ev.SessionIngested):
+            return ingest.data.transcript
+        return self.messages(ingest, ingest.subject_version - 1)
+
+    def messages(self, trigger: ev.Event, through: int) -> tuple[ev.Message, ...]:
+        """Messages 1..`through` of the trigger's conversation, once its read model holds them all."""
+        if self.archive is None:
+            raise PermanentFailure(f"session {trigger.subject_id}: a conversation is read from PostgreSQL, "
+                                   "and this worker has no connection to it")
+        return wait_for_messages(lambda: self.archive.conversation(  # type: ignore[union-attr]
+            trigger.org_id, trigger.agent_id, trigger.subject_id, through), through, trigger.subject_id)
+
+    def _digest(self, job: Job, trigger: ev.Event) -> Result:
+        """Summarize a long conversation's older part (messages up to the trigger's)."""
+        extraction = self.extractor.extract(self.messages(trigger, trigger.subject_version))
+        receipt = self.bus.send(digest_command(job, trigger, extraction.summary, self.extractor.name))
+        return "duplicate" if receipt.duplicate else "summarized"
 
     def fail(self, job: Job, error: str, attempts: int) -> bool:
         """Mark the session failed for this trigger; False if that was already recorded."""
@@ -93,7 +121,7 @@ class SessionProcessor:
         if event is None or not _belongs(event, job):
             raise PermanentFailure(f"session {job.session_id}: no event {job.ingest_event_id} of {job.org_id}/"
                                    f"{job.agent_id} at {job.partition}/{job.ingest_stream_id} nor in the archive")
-        if not isinstance(event.data, ev.SessionIngested) or event.subject_id != job.session_id:
+        if not isinstance(event.data, EXTRACTED_FROM) or event.subject_id != job.session_id:
             raise PermanentFailure(f"event {job.ingest_event_id} is a {event.type} of {event.subject_id}, "
                                    f"not the ingest of session {job.session_id}")
         return event
@@ -106,6 +134,37 @@ class SessionProcessor:
         first = outcomes[0]
         assert isinstance(first, Receipt)
         return first
+
+
+#: The events a job extracts from: an ingested session, a closed conversation, a long one's Nth message.
+EXTRACTED_FROM = (ev.SessionIngested, ev.SessionClosed, ev.MessageAppended)
+#: How long a job waits for the conversations read model to hold the messages it needs.
+MESSAGES_WAIT_S = 30.0
+
+
+def wait_for_messages(read: Callable[[], list[ev.Message]], through: int, session_id: str,
+                      timeout: float = MESSAGES_WAIT_S) -> tuple[ev.Message, ...]:
+    """`read()` once it returns all `through` messages (the projector may lag the enqueuer);
+    a transient StoreUnavailable after `timeout`, which dramatiq retries."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read()
+        if len(found) >= through:
+            return tuple(found[:through])
+        if time.monotonic() > deadline:
+            raise StoreUnavailable(f"session {session_id}: the conversations read model holds {len(found)} "
+                                   f"of {through} messages after {timeout:.0f}s; is `memledger projector "
+                                   "conversations` running?")
+        time.sleep(0.05)
+
+
+def digest_command(job: Job, trigger: ev.Event, summary: str, extractor: str) -> SummarizeConversation:
+    """The partial summary, once per trigger message (its idempotency key)."""
+    return SummarizeConversation(
+        org_id=job.org_id, agent_id=job.agent_id, session_id=job.session_id, summary=summary or "(empty)",
+        through=trigger.subject_version, extractor=extractor, causation_id=trigger.event_id,
+        correlation_id=trigger.correlation_id or trigger.event_id, actor=f"worker/{extractor}",
+        idempotency_key=f"digest/{trigger.event_id}")
 
 
 def _belongs(event: ev.Event, job: Job) -> bool:

@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
     benches.callback()(bench)
     benches.command("http")(bench_http)
     benches.command("mcp")(bench_mcp)
+    benches.command("messages")(bench_messages)
     app.add_typer(benches, name="bench")
     app.command("bench-scaling")(bench_scaling)
 
@@ -75,6 +76,29 @@ def bench_mcp(
 
     with sigterm_interrupts():
         report = run_mcp_benchmark(settings(), calls=calls, repeat=repeat)
+    console.print(render_table(report))
+    if report.failed:
+        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
+    if json_file is not None:
+        write_json(report, json_file)
+        console.print(f"figures written to {json_file}")
+
+
+def bench_messages(
+    sessions: int = typer.Option(200, "--sessions", min=1, help="Conversations loaded for the read figures."),
+    per_session: int = typer.Option(50, "--per-session", min=11, help="Messages in each of them."),
+    repeat: int = typer.Option(5, "--repeat", min=1, help="Timed repetitions (medians, one warm-up)."),
+    json_file: JsonFileOpt = None,
+) -> None:
+    """Working memory: append-message latency, recent messages from the cache and from PostgreSQL,
+    and the recent-messages projector against raw pipelined Redis commands.
+
+    Runs in process on a namespace of its own that is deleted at the end.
+    """
+    from memledger.bench.messages_bench import run_messages_benchmark
+
+    with sigterm_interrupts():
+        report = run_messages_benchmark(settings(), sessions, per_session, repeat)
     console.print(render_table(report))
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")

@@ -124,11 +124,13 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Print it as one J
     persistence  durable or NOT durable: whether acknowledged events survive a Redis restart
                  (AOF and its fsync policy), and whether commands are refused until it is on
     query cache  hits, misses and hit rate of `query memories`, over every org
+    session cache  working memory's recent messages: hit rate, sessions cached, memory used
     then a table: per partition, the events in its stream and the id of its newest event.
 
     --json prints the same as one object: namespace, partition_count, partitions [{partition,
     length, head}], redis_version, persistence {appendonly, appendfsync, rdb_save, durable,
-    description}, allow_volatile, query_cache {hits, misses, orgs}.
+    description}, allow_volatile, query_cache {hits, misses, orgs}, session_cache {hits,
+    misses, hit_rate, sessions_cached, memory_bytes} (or {error} when Redis does not answer).
     """
     with open_app() as app:
         report = app.info()
@@ -209,9 +211,19 @@ def cache_line(stats: dict[str, int]) -> str:
     return f"{stats['hits']} hits, {stats['misses']} misses{rate}"
 
 
+def session_cache_line(stats: dict[str, Any] | None) -> str:
+    """Working memory's recent-messages cache: hit rate, sessions cached, memory used."""
+    if not stats or "error" in stats:
+        return f"unknown ({(stats or {}).get('error', 'not read')})"
+    return (f"{cache_line(stats)}, {stats['sessions_cached']} sessions cached, "
+            f"{stats['memory_bytes'] / 1024:.1f} KiB")
+
+
 def print_info(report: LedgerInfo) -> None:
     for label, value in (("namespace", report.namespace), ("redis", report.redis_version),
-                         ("persistence", durability_mark(report)), ("query cache", cache_line(report.query_cache))):
+                         ("persistence", durability_mark(report)),
+                         ("query cache", cache_line(report.query_cache)),
+                         ("session cache", session_cache_line(report.session_cache))):
         console.print(f"{label:<12} {value}", highlight=False, soft_wrap=True)
     table = Table("partition", "events", "head", title=f"{len(report.partitions)} partitions")
     for row in report.partitions:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from ledger import Settings
 from memledger.app import App
 
-from . import live, metrics, operations, problems, reads, writes
+from . import conversations, live, metrics, operations, problems, reads, writes
 from .auth import Gate
 from .fast_routes import FastRoutes
 from .middleware import BodyGuard, ServerTiming
@@ -56,6 +56,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
     for module in (writes, reads, operations):
         api.include_router(module.router)
     api.add_middleware(FastRoutes, api=api)  # innermost: after the body checks, inside timing and metrics
+    api.include_router(conversations.router)  # working memory: /v1/sessions/{id}/messages, /close
     api.add_middleware(BodyGuard)
     api.add_middleware(ServerTiming)
     api.include_router(live.router)  # helper "live": GET /v1/events (SSE)

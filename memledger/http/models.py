@@ -214,6 +214,9 @@ class HealthOut(BaseModel):
     persistence: dict[str, Any] | None = Field(description="Redis persistence (AOF) and whether it is durable.")
     lag: dict[str, int] = Field(description="Events behind the ledger's head, per projection (all partitions).")
     worker_heartbeat_age_s: float | None = Field(description="Age of the freshest worker heartbeat (None: none).")
+    session_cache: dict[str, Any] | None = Field(
+        None, description="Working memory's recent-messages cache: hits, misses, hit_rate, sessions_cached, "
+                          "memory_bytes (all orgs).")
     features: dict[str, Any]
 
 
@@ -229,6 +232,7 @@ class ProcessingOut(BaseModel):
 class CleanupOut(BaseModel):
     expired: int
     purged: int
+    closed: int = Field(0, description="Idle or too long conversations closed.")
     duplicates: int
     skipped: int
     errors: list[str]

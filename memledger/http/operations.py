@@ -53,6 +53,7 @@ class OpsView:
         try:
             info = self.app.info()
             p = info.persistence
+            found["session_cache"] = info.session_cache
             found["persistence"] = {"appendonly": p.appendonly, "appendfsync": p.appendfsync, "durable": p.durable,
                                     "allow_volatile": info.allow_volatile, "description": p.describe()}
             lag: dict[str, int] = {}
@@ -95,7 +96,7 @@ def health(request: Request, response: Response) -> HealthOut:
         response.headers["Retry-After"] = "5"
     return HealthOut(ok=writable and probes.ok, redis=_probe(probes.redis), postgresql=_probe(probes.postgresql),
                      migrated=probes.migrated, persistence=persistence, lag=figures["lag"],
-                     worker_heartbeat_age_s=figures["heartbeat"],
+                     worker_heartbeat_age_s=figures["heartbeat"], session_cache=figures.get("session_cache"),
                      features={"auth": not ops.insecure, "extractor": ops.app.settings.extractor,
                                "partitions": ops.app.settings.partitions, "query_cache": True})
 

@@ -80,6 +80,7 @@ TABLE: tuple[tuple[type[Exception], Row], ...] = (
     (e.VersionConflict, Row(409, "version_conflict", "Version conflict")),
     (e.SubjectExists, Row(409, "exists", "Already exists")),
     (e.SubjectForgotten, Row(410, "forgotten", "Memory forgotten")),
+    (e.SessionClosed, Row(409, "session_closed", "Session closed")),
     (e.UnknownSubject, Row(404, "unknown_subject", "No such memory or session")),
     (e.SystemOnly, Row(403, "system_only", "Sent only by the system")),
     (e.Unauthorized, Row(404, "not_found", "Not found")),

@@ -157,3 +157,42 @@ api_keys = Table(
     Column("stream_id", Text, nullable=False),
     Index("api_keys_key_id", "key_id"),
 )
+
+# Working memory (issue 17): every message of every conversation, and one row per conversation.
+session_messages = Table(
+    "session_messages", metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("agent_id", Text, primary_key=True),
+    Column("session_id", Text, primary_key=True),
+    Column("seq", Integer, primary_key=True),  # the message's number in its session (its subject version)
+    Column("role", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("metadata", JSONB, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("stream_id", Text, nullable=False),
+)
+
+conversations = Table(
+    "conversations", metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("agent_id", Text, primary_key=True),
+    Column("session_id", Text, primary_key=True),
+    Column("status", Text, nullable=False),  # open, closed, summarized, failed
+    Column("message_count", Integer, nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("last_message_at", TS, nullable=False),
+    Column("closed_at", TS),
+    Column("close_reason", Text),
+    Column("digest", Text),  # the summary of the older part (ConversationSummarized)
+    Column("digest_through", Integer),
+    Column("summary", Text),  # the whole conversation's, after close (SessionSummarized)
+    Column("memory_ids", ARRAY(Text), nullable=False),
+    Column("error", Text),
+    Column("transcript_purged_at", TS),
+    Column("version", Integer, nullable=False),
+    # Lookups by (org, session) without the agent, and the idle/retention scans.
+    Index("conversations_org_session", "org_id", "session_id"),
+    Index("conversations_open_idle", "last_message_at", postgresql_where=text("status = 'open'")),
+)

@@ -75,12 +75,23 @@ def summary(data: ev.Payload) -> str:
             return f"extraction failed after {data.attempts} attempts: {_clip(data.error)}"
         case ev.SessionTranscriptPurged():
             return f"transcript purged ({data.retention_days}-day retention)"
+        case ev.MessageAppended():
+            return f"{data.role}: {_clip(data.content)}"
+        case ev.SessionClosed():
+            return f"conversation closed ({data.reason})"
+        case ev.ConversationSummarized():
+            return f"messages 1-{data.through}: {_clip(data.summary)}"
     return ""
+
+
+#: Event types whose subject is a session (a conversation's too), not a memory.
+SESSION_TYPES = frozenset({"MessageAppended", "ConversationSummarized"})
 
 
 def mark(e: ev.Event) -> bytes:
     """What a feed entry starts with: its subject, with the kind (memory or session) in front."""
-    return f"{'s' if e.type.startswith('Session') else 'm'}:{e.subject_id}".encode()
+    session = e.type.startswith("Session") or e.type in SESSION_TYPES
+    return f"{'s' if session else 'm'}:{e.subject_id}".encode()
 
 
 def entry(r: RecordedEvent) -> bytes:
