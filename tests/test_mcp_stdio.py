@@ -18,7 +18,8 @@ from memledger.http.headers import token_receipt
 from mcp_client import MCPError, stdio_session
 
 TOOLS = {"store_memory", "search_memories", "get_memory", "update_memory", "tag_memory", "forget_memory",
-         "memory_history", "ingest_session", "memory_stats", "trending"}
+         "memory_history", "ingest_session", "memory_stats", "trending", "append_message", "recent_messages",
+         "close_session"}
 READ_MODELS = ("archive", "memories", "trending", "analytics", "activity")
 
 
@@ -219,3 +220,28 @@ def test_the_readme_client_configurations_match_the_server() -> None:
     assert [stdio["command"], *stdio["args"]] == ["memledger", "mcp"] and list(stdio["env"]) == [ENV_KEY]
     assert http["url"] == f"http://127.0.0.1:8080{MCP_PATH}"
     assert http["headers"]["Authorization"].startswith("Bearer mlk_")
+
+
+def test_a_conversation_message_by_message_through_the_tools(settings: Settings, system: App) -> None:
+    with stdio_session(settings, system.issue_key("acme", "agent", "bot").secret) as mcp:
+        # Given a conversation started by its first message, then continued on the id it returned
+        first = mcp.call("append_message", role="user", content="I fly to Lisbon on Friday")
+        session = first["session_id"]
+        mcp.call("append_message", session_id=session, role="assistant", content="Aisle or window?")
+        last = mcp.call("append_message", session_id=session, role="user", content="Aisle, always",
+                        idempotency_key="turn-3")
+        retried = mcp.call("append_message", session_id=session, role="user", content="Aisle, always",
+                           idempotency_key="turn-3")
+        assert (first["seq"], last["seq"], retried["seq"], retried["duplicate"]) == (1, 3, 3, True)
+        # When its recent messages are read (the projector applies them meanwhile)
+        runner = App.open(settings)
+        runner.run_projector("conversations", until_caught_up=True)
+        runner.close()
+        recent = mcp.call("recent_messages", session_id=session, last=2, consistent_with=last["consistency_token"])
+        # Then they come back oldest first, and a closed conversation takes no more
+        assert [m["content"] for m in recent["messages"]] == ["Aisle or window?", "Aisle, always"]
+        assert mcp.call("close_session", session_id=session)["closed"] is True
+        refused = mcp.fail("append_message", session_id=session, role="user", content="one more thing")
+        assert refused["status"] == 409
+        stranger = mcp.fail("recent_messages", session_id="ses_nobody")
+        assert stranger["code"] == "not_found"

@@ -25,7 +25,9 @@ def _seed_b(api: Api) -> None:
             for memory_id in B_MEMORIES:
                 mcp.call("store_memory", memory_id=memory_id, content=f"{SECRET} {memory_id}", tags=[B_TAG])
             mcp.call("ingest_session", session_id="ses-b1", text="B's secret chat")
+            mcp.call("append_message", session_id="conv-b1", role="user", content=f"{SECRET}: my PIN")
     api.project()
+    api.project(("conversations", "recent_messages"))
 
 
 def _b_state(api: Api) -> tuple[int, list[Any]]:
@@ -36,7 +38,7 @@ def _b_state(api: Api) -> tuple[int, list[Any]]:
     return len(events), sorted((m["agent_id"], m["memory_id"], m["version"]) for m in memories)
 
 
-ids = (st.sampled_from(B_MEMORIES + ("ses-b1", "mem-none"))
+ids = (st.sampled_from(B_MEMORIES + ("ses-b1", "conv-b1", "mem-none"))
        | st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}\Z"))
 agents = st.none() | st.sampled_from(B_AGENTS)
 
@@ -50,6 +52,7 @@ def _reads(mcp: McpSession, memory_id: str, agent: str | None) -> None:
     assert found[1].get("memories", []) == [] and (found[0] or found[1]["status"] == 404), found
     assert mcp.call("search_memories", tags=[B_TAG])["memories"] == []
     assert mcp.call("memory_stats")["agents"] == []
+    assert mcp.fail("recent_messages", session_id=memory_id, **scoped)["status"] == 404
     trending = mcp.call("trending")
     assert trending["tags"] == [] and trending["memories"] == []
     for uri in (f"memory://{agent or B_AGENTS[0]}/{memory_id}", f"activity://{agent or B_AGENTS[0]}"):
@@ -68,6 +71,7 @@ def _writes(mcp: McpSession, memory_id: str, agent: str | None, bound: bool) -> 
                        ("tag_memory", {"remove": [B_TAG]}), ("forget_memory", {})):
         problem = mcp.fail(tool, memory_id=memory_id, **scoped, **args)
         assert problem["status"] in (404, 422), (tool, problem)
+    assert mcp.fail("close_session", session_id=memory_id, **scoped)["status"] in (404, 422)
     if agent and bound:  # a key bound to agent a-bot storing as another agent: not found
         assert mcp.fail("store_memory", content="planted", agent_id=agent)["status"] == 404
 

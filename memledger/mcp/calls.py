@@ -23,7 +23,8 @@ from .idempotency import derive
 from .problems import invalid
 from .scope import Caller
 
-__all__ = ["forget", "get", "history", "ingest", "search", "stats", "store", "tag", "trending", "update"]
+__all__ = ["append_message", "close_session", "forget", "get", "history", "ingest", "recent_messages", "search",
+           "stats", "store", "tag", "trending", "update"]
 
 Args = dict[str, Any]
 #: Memory fields a search result leaves out unless asked (a model rarely needs them).
@@ -119,6 +120,23 @@ def ingest(caller: Caller, args: Args) -> Args:
             "queue_position": caller.app.queue_position(outcome)}
 
 
+def append_message(caller: Caller, session_id: str | None, args: Args) -> Args:
+    """One message of a conversation; the first one creates it (a new id when none is given)."""
+    agent = _agent(caller, args.pop("agent_id", None))
+    key = args.get("idempotency_key")
+    session = session_id or new_subject_id("ses", caller.principal.org_id, agent, key)
+    receipt = _send(caller, {"type": "AppendMessage", "session_id": session, **args}, agent)
+    return {"session_id": session, "seq": receipt.subject_version, "duplicate": receipt.duplicate,
+            "consistency_token": h.token(receipt)}
+
+
+def close_session(caller: Caller, session_id: str, agent_id: str | None, idempotency_key: str | None) -> Args:
+    agent = agent_id or caller.principal.agent_id or caller.app.recent_messages(None, session_id, 1).agent_id
+    receipt = caller.app.close_session(None, session_id, agent, idempotency_key)
+    return {"session_id": session_id, "closed": True, "duplicate": receipt.duplicate,
+            "consistency_token": h.token(receipt)}
+
+
 # -- reads --------------------------------------------------------------------------------------
 
 
@@ -176,7 +194,19 @@ def search(caller: Caller, args: Args) -> Args:
 
 def stats(caller: Caller, consistent_with: str | None) -> Args:
     _wait(caller, consistent_with)
-    return {"agents": caller.app.stats(None)}
+    report: Args = caller.app.stats_report(None, top_tags=20).as_json()
+    return report
+
+
+def recent_messages(caller: Caller, session_id: str, last: int, with_summary: bool, agent_id: str | None,
+                    consistent_with: str | None) -> Args:
+    after = None
+    if consistent_with is not None:
+        receipt = h.token_receipt(consistent_with)
+        _wait(caller, consistent_with, "conversations")
+        after = (receipt.partition, receipt.stream_id)
+    found: Args = caller.app.recent_messages(None, session_id, last, agent_id, with_summary, after).as_json()
+    return {k: v for k, v in found.items() if v not in (None, [], {})}
 
 
 def trending(caller: Caller, hours: int, top: int) -> Args:

@@ -17,7 +17,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from commands.models import Content, Id, Importance, Metadata, Tags, Timestamp
+from commands.models import Content, Id, Importance, MessageText, Metadata, Role, Tags, Timestamp
 from ledger.events import MemoryType, Message
 
 from . import calls
@@ -176,6 +176,39 @@ async def ingest_session(
     return await invoke(ctx, lambda c: calls.ingest(c, args))
 
 
+async def append_message(
+    ctx: Ctx,
+    role: Annotated[Role, Field(description="Who said it: user, assistant, system or tool.")],
+    content: Annotated[MessageText, Field(description="What was said, as said.")],
+    session_id: Annotated[Id | None, Field(description=(
+        "The conversation. Leave it out on the first message to start a new one, then pass the "
+        "session_id it returns with every later message."))] = None,
+    metadata: Annotated[Metadata | None, Field(description="Any small JSON object to keep with it.")] = None,
+    agent_id: AgentArg = None,
+    idempotency_key: IdemKey = None,
+) -> CallToolResult:
+    """Add one message to a conversation as it happens (working memory); the first one starts it.
+
+    Use it to keep the conversation itself, message by message, so recent_messages can give it
+    back later. Returns {session_id, seq, duplicate, consistency_token}; seq is the message's
+    place in the conversation. A closed conversation takes no more messages (code session_closed).
+    Identical messages are legitimate, so only an idempotency_key makes a retry safe.
+    """
+    args = _given(role=role, content=content, metadata=metadata, agent_id=agent_id, idempotency_key=idempotency_key)
+    return await invoke(ctx, lambda c: calls.append_message(c, session_id, args))
+
+
+async def close_session(
+    ctx: Ctx,
+    session_id: Annotated[Id, Field(description="The conversation to close.")],
+    agent_id: AgentArg = None,
+    idempotency_key: IdemKey = None,
+) -> CallToolResult:
+    """End a conversation: it takes no more messages, and background extraction stores its summary
+    and the memories in it (as ingest_session does). Returns {session_id, closed, consistency_token}."""
+    return await invoke(ctx, lambda c: calls.close_session(c, session_id, agent_id, idempotency_key))
+
+
 # -- reads --------------------------------------------------------------------------------------
 
 
@@ -237,8 +270,28 @@ async def memory_history(ctx: Ctx, memory_id: MemoryId, agent_id: AgentArg = Non
     return await invoke(ctx, lambda c: calls.history(c, memory_id, agent_id, consistent_with))
 
 
+async def recent_messages(
+    ctx: Ctx,
+    session_id: Annotated[Id, Field(description="The conversation.")],
+    last: Annotated[int, Field(ge=1, le=1000, description="How many of its last messages (1-1000).")] = 10,
+    with_summary: Annotated[bool, Field(description=(
+        "Also the summary of the older part of a long conversation (summary + last N)."))] = False,
+    agent_id: Annotated[Id | None, Field(description="The conversation's agent (default: your key's).")] = None,
+    consistent_with: Token = None,
+) -> CallToolResult:
+    """The last messages of a conversation, oldest first: what was just said, to pick up the thread.
+
+    Returns {session_id, messages: [{seq, role, content, at, ...}], source, status, summary?};
+    source says whether the fast cache or the database answered.
+    """
+    return await invoke(ctx, lambda c: calls.recent_messages(c, session_id, last, with_summary, agent_id,
+                                                             consistent_with))
+
+
 async def memory_stats(ctx: Ctx, consistent_with: Token = None) -> CallToolResult:
-    """Counts per agent: live memories, stored, updated, forgotten, expired, recalls, sessions."""
+    """Your organisation in numbers: per agent (live memories, stored, updated, forgotten, expired,
+    recalls, sessions), the 20 most used tags, and the hierarchy (sessions, summaries, extracted
+    and directly stored memories)."""
     return await invoke(ctx, lambda c: calls.stats(c, consistent_with))
 
 
@@ -258,4 +311,5 @@ TOOLS: tuple[tuple[Callable[..., Any], ToolAnnotations], ...] = (
     (store_memory, WRITE), (search_memories, READ), (get_memory, READ), (update_memory, WRITE),
     (tag_memory, WRITE), (forget_memory, ToolAnnotations(read_only_hint=False, destructive_hint=True)),
     (memory_history, READ), (ingest_session, WRITE), (memory_stats, READ), (trending, READ),
+    (append_message, WRITE), (recent_messages, READ), (close_session, WRITE),
 )
