@@ -184,6 +184,28 @@ def test_the_async_client_mirrors_the_sync_one(api: Api) -> None:
         asyncio.run(scenario())
 
 
+def test_a_conversation_through_both_clients(api: Api) -> None:
+    key = api.key("acme", "agent", agent="bot")
+    with api.projecting(("conversations", "recent_messages")), Client(api.url, key) as ml:
+        ml.append_message("ses-chat", "user", "I fly to Lisbon on Friday")
+        sent = ml.append_message("ses-chat", "assistant", "Aisle or window?", idempotency_key="t2")
+        again = ml.append_message("ses-chat", "assistant", "Aisle or window?", idempotency_key="t2")
+        assert (sent.seq, again.seq, again.duplicate) == (2, 2, True)
+        recent = ml.recent_messages("ses-chat", 5)  # waits for the last write (read-your-writes)
+        assert [m["content"] for m in recent.messages] == ["I fly to Lisbon on Friday", "Aisle or window?"]
+        assert recent.source in ("cache", "database")
+
+        async def scenario() -> None:
+            async with AsyncClient(api.url, key) as aml:
+                closed = await aml.close_session("ses-chat")
+                assert closed.session_id == "ses-chat"
+                with pytest.raises(CommandError):
+                    await aml.append_message("ses-chat", "user", "one more")
+                assert [m["seq"] for m in (await aml.recent_messages("ses-chat", 1)).messages] == [2]
+
+        asyncio.run(scenario())
+
+
 def test_the_readme_agent_example_runs(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     readme = Path(__file__).resolve().parents[1] / "README.md"
     [example] = [block for block in re.findall(r"```py\n(.*?)```", readme.read_text(), re.S)

@@ -32,6 +32,8 @@ from .results import (
     LiveEvent,
     Memory,
     MemoryPage,
+    MessageReceipt,
+    RecentMessages,
     SessionReceipt,
     SessionView,
     Trending,
@@ -40,4 +42,5 @@ from .results import (
 from .sync import Client
 
 __all__ = ["Analytics", "AsyncClient", "Client", "HealthReport", "HistoryEntry", "LiveEvent", "Memory",
-           "MemoryPage", "SessionReceipt", "SessionView", "Trending", "WriteReceipt"]
+           "MemoryPage", "MessageReceipt", "RecentMessages", "SessionReceipt", "SessionView", "Trending",
+           "WriteReceipt"]

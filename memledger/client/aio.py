@@ -33,6 +33,8 @@ from .results import (
     LiveEvent,
     Memory,
     MemoryPage,
+    MessageReceipt,
+    RecentMessages,
     SessionReceipt,
     SessionView,
     SseParser,
@@ -115,6 +117,23 @@ class AsyncClient(ClientBase):
                              idempotency_key: str | None = None) -> SessionReceipt:
         body = session_body(messages, session_data, session_id, agent_id, user_id, metadata)
         return await self.run(Calls.ingest_session(body, idempotency_key))
+
+    async def append_message(self, session_id: str, role: str, content: str, *,
+                       metadata: Mapping[str, Any] | None = None, agent_id: str | None = None,
+                       idempotency_key: str | None = None) -> MessageReceipt:
+        """One message of a conversation, as it happens; the first one creates it."""
+        body = {"role": role, "content": content, "metadata": dict(metadata) if metadata else None,
+                "agent_id": agent_id}
+        return await self.run(Calls.append_message(session_id, body, idempotency_key))
+
+    async def close_session(self, session_id: str, *, agent_id: str | None = None,
+                      idempotency_key: str | None = None) -> MessageReceipt:
+        return await self.run(Calls.close_session(session_id, agent_id, idempotency_key))
+
+    async def recent_messages(self, session_id: str, last: int = 10, *, summary: bool = False,
+                        agent_id: str | None = None) -> RecentMessages:
+        """The last `last` messages, oldest first (after this client's last write, when it made one)."""
+        return await self.run(Calls.recent_messages(session_id, last, summary, agent_id))
 
     async def query(self, **filters: Any) -> MemoryPage:
         return await self.run(Calls.query(query_params(**filters)))

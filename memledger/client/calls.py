@@ -21,6 +21,8 @@ from .results import (
     HistoryEntry,
     Memory,
     MemoryPage,
+    MessageReceipt,
+    RecentMessages,
     SessionReceipt,
     SessionView,
     Trending,
@@ -136,6 +138,21 @@ class Calls:
     def ingest_session(body: Mapping[str, Any], idempotency_key: str | None) -> Call[SessionReceipt]:
         return Call("POST", "/v1/sessions", lambda r: SessionReceipt.model_validate(r.json()), json=_clean(body),
                     headers=_write_headers(idempotency_key))
+
+    @staticmethod
+    def append_message(session_id: str, body: Mapping[str, Any], idempotency_key: str | None) -> Call[MessageReceipt]:
+        return Call("POST", f"/v1/sessions/{session_id}/messages", lambda r: MessageReceipt.model_validate(r.json()),
+                    json=_clean(body), headers=_write_headers(idempotency_key))
+
+    @staticmethod
+    def close_session(session_id: str, agent_id: str | None, idempotency_key: str | None) -> Call[MessageReceipt]:
+        return Call("POST", f"/v1/sessions/{session_id}/close", lambda r: MessageReceipt.model_validate(r.json()),
+                    json=_clean({"agent_id": agent_id}), headers=_write_headers(idempotency_key))
+
+    @staticmethod
+    def recent_messages(session_id: str, last: int, summary: bool, agent_id: str | None) -> Call[RecentMessages]:
+        return Call("GET", f"/v1/sessions/{session_id}/messages", lambda r: RecentMessages.model_validate(r.json()),
+                    params=_clean({"last": last, "summary": summary or None, "agent_id": agent_id}), read=True)
 
     @staticmethod
     def query(params: Mapping[str, Any]) -> Call[MemoryPage]:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ledger import errors as e
 
-__all__ = ["Analytics", "HealthReport", "HistoryEntry", "LiveEvent", "Memory", "MemoryPage", "SessionReceipt",
+__all__ = ["Analytics", "HealthReport", "HistoryEntry", "LiveEvent", "Memory", "MemoryPage", "MessageReceipt",
+           "RecentMessages", "SessionReceipt",
            "SessionView", "SseParser", "Trending", "WriteReceipt", "error_from_problem", "outcome_of"]
 
 
@@ -52,6 +53,34 @@ class SessionReceipt(Result):
     @property
     def token(self) -> str:
         return f"{self.partition}-{self.stream_id}"
+
+
+class MessageReceipt(Result):
+    """Proof of an appended message (or a close): `seq` is the message's number in its conversation."""
+
+    session_id: str
+    seq: int
+    partition: int
+    stream_id: str
+    duplicate: bool = False
+    event_ids: tuple[str, ...] = ()
+
+    @property
+    def token(self) -> str:
+        return f"{self.partition}-{self.stream_id}"
+
+
+class RecentMessages(Result):
+    """A conversation's last messages, oldest first; `source` is "cache" (Redis) or "database"."""
+
+    session_id: str
+    agent_id: str
+    source: str
+    messages: tuple[dict[str, Any], ...]
+    status: str | None = None
+    summary: str | None = None
+    summary_through: int | None = None
+    cache_error: str | None = None
 
 
 class Memory(Result):
@@ -141,8 +170,18 @@ _CODES: dict[str, type[e.LedgerError]] = {
     "not_found": e.NotFound, "invalid_query": e.InvalidQuery, "rejected": e.CommandError,
     "unauthorized": e.Unauthorized, "timeout": e.Timeout, "unavailable": e.StoreUnavailable,
     "not_ready": e.ConfigurationError, "read_model": e.ProjectionError, "history_gap": e.HistoryGap,
-    "unauthenticated": e.Unauthenticated, "forbidden": e.Forbidden, "system_only": e.SystemOnly,
+    "unauthenticated": e.Unauthenticated, "forbidden": e.Forbidden,
 }
+
+
+def _by_code(code: str) -> type[e.LedgerError] | None:
+    """The error class of ledger/errors.py whose own `code` is `code` (a newer error needs no entry above)."""
+    found, todo = None, [e.LedgerError]
+    while todo and found is None:
+        cls = todo.pop()
+        found = cls if code and getattr(cls, "code", None) == code and "code" in vars(cls) else None
+        todo.extend(cls.__subclasses__())
+    return found
 #: Codes of a malformed request: a command error on writes, a query error on reads.
 _MALFORMED = frozenset({"invalid", "bad_request", "invalid_cursor", "too_large", "unsupported_media_type",
                         "precondition_required"})
@@ -156,8 +195,9 @@ def error_from_problem(status: int, body: Any, write: bool) -> e.LedgerError:
         return e.VersionConflict(detail, int(doc.get("current_version") or 0))
     if code == "rate_limited":
         return e.RateLimited(detail, float(doc.get("retry_after") or 1.0))
-    if code in _CODES:
-        return _CODES[code](detail)
+    known = _CODES.get(code) or (None if code in _MALFORMED else _by_code(code))
+    if known is not None:
+        return known(detail)
     if code in _MALFORMED or status in (400, 413, 415, 422):
         return e.InvalidCommand(detail) if write else e.InvalidQuery(detail)
     if status == 404:

@@ -32,6 +32,8 @@ from .results import (
     LiveEvent,
     Memory,
     MemoryPage,
+    MessageReceipt,
+    RecentMessages,
     SessionReceipt,
     SessionView,
     SseParser,
@@ -126,6 +128,23 @@ class Client(ClientBase):
         return self.run(Calls.ingest_session(body, idempotency_key))
 
     # -- reads (each waits for the last write, unless read_your_writes is off) -------------------
+
+    def append_message(self, session_id: str, role: str, content: str, *,
+                       metadata: Mapping[str, Any] | None = None, agent_id: str | None = None,
+                       idempotency_key: str | None = None) -> MessageReceipt:
+        """One message of a conversation, as it happens; the first one creates it."""
+        body = {"role": role, "content": content, "metadata": dict(metadata) if metadata else None,
+                "agent_id": agent_id}
+        return self.run(Calls.append_message(session_id, body, idempotency_key))
+
+    def close_session(self, session_id: str, *, agent_id: str | None = None,
+                      idempotency_key: str | None = None) -> MessageReceipt:
+        return self.run(Calls.close_session(session_id, agent_id, idempotency_key))
+
+    def recent_messages(self, session_id: str, last: int = 10, *, summary: bool = False,
+                        agent_id: str | None = None) -> RecentMessages:
+        """The last `last` messages, oldest first (after this client's last write, when it made one)."""
+        return self.run(Calls.recent_messages(session_id, last, summary, agent_id))
 
     def query(self, **filters: Any) -> MemoryPage:
         """Memories of the key's org; filters as `query_params` names them (tags, text, limit, cursor...)."""
