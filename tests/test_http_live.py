@@ -17,6 +17,7 @@ from memledger.app import App
 from memledger.client import Client
 from memledger.client.results import LiveEvent
 from memledger.http import serving
+from projections.registry import PROJECTIONS
 from test_replay_helpers import sql
 
 PROBLEM = "application/problem+json"
@@ -238,7 +239,7 @@ def _cursor_then_trimmed(api: Api, client: Client, prefix: str, count: int) -> s
     [seen] = _take(stream, 1)
     stream.close()
     _append(api.system, _stores("acme", prefix, count))
-    api.project(("archive", "memories", "api_keys", "trending", "analytics", "activity"))
+    api.project(tuple(PROJECTIONS))  # every projection holds the trim below what it has applied
     trimmed = api.system.trim(0)
     assert sum(point.removed for point in trimmed) > 0, trimmed
     return seen.id

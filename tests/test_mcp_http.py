@@ -13,6 +13,7 @@ from ledger import Settings
 
 from http_server import Api, api, open_api  # noqa: F401 - the fixture
 from mcp_client import http_session
+from test_mcp_stdio import TOOLS
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
@@ -22,7 +23,7 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 def test_tools_over_http_write_what_rest_reads(api: Api) -> None:
     key = api.key("acme", "agent", agent="bot")
     with http_session(api.url, key) as mcp:
-        assert len(mcp.tools()) == 10
+        assert {t.name for t in mcp.tools()} == TOOLS
         stored = mcp.call("store_memory", content="Ada drinks green tea", tags=["diet"])
         retry = mcp.call("store_memory", content="Ada drinks green tea", tags=["diet"])  # same session
         assert retry == {**stored, "duplicate": True}
