@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from ledger import Settings
 from memledger.app import App
 
-from . import live, metrics, operations, problems, reads, writes
+from . import live, metrics, operations, problems, reads, search, writes
 from .auth import Gate
 from .middleware import BodyGuard, ServerTiming
 from .operations import OpsView
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
     api = FastAPI(title="memory-ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
     api.state.settings, api.state.gate, api.state.ops = settings, gate, ops
     problems.install(api)
+    api.include_router(search.router)  # before /v1/memories/{id}: "search" is not a memory id
     for module in (writes, reads, operations):
         api.include_router(module.router)
     api.add_middleware(BodyGuard)
