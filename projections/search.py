@@ -6,7 +6,7 @@ embeds the query text in the read model's vector space and calls it.
 Modes. `semantic` ranks by cosine distance to the query's embedding (HNSW), `text` by
 PostgreSQL full-text rank over the same rows (any query word may match: the words are OR-ed,
 so a question phrased in full still finds a memory that shares two of its words), `hybrid`
-(the default) fuses both rankings by reciprocal rank fusion: score = sum over the rankings a
+(the default) fuses the vector ranking with the memories holding every query word by reciprocal rank fusion: score = sum over the rankings a
 memory appears in of 1 / (RRF_K + rank). Every filter is a WHERE clause of both rankings'
 SQL, so a filter never empties a top-k that was cut before it.
 """

@@ -131,7 +131,7 @@ def show_search(app: App, unavailable: str | None) -> None:
         console.print(unavailable)
         return
     for mode in ("text", "hybrid"):
-        hits = app.search(SearchQuery("acme", DEMO_SEARCH, mode, limit=3))  # type: ignore[arg-type]
+        hits = app.search(SearchQuery("acme", DEMO_SEARCH, mode, limit=3))
         console.print(f"search {mode} {DEMO_SEARCH!r}: {len(hits)} hits")
         for h in hits:
             console.print(f"  {h.score:.4f}  vector #{h.vector_rank or '-'}  text #{h.text_rank or '-'}  "

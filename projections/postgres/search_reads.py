@@ -26,8 +26,12 @@ __all__ = ["SearchStore"]
 
 _COLUMNS = "org_id, agent_id, memory_id, content, tags, importance, created_at, updated_at, expires_at"
 _NAMES = [c.strip() for c in _COLUMNS.split(",")]
-# Any word of the query may match (plainto_tsquery ANDs them; a question would rarely match).
-_TSQUERY = "replace(plainto_tsquery('english', %s)::text, ' & ', ' | ')::tsquery"
+# Text mode: any word of the query may match (a question rarely holds every word of a memory).
+# Hybrid: every word must match. Measured on the retrieval set (README "Search"), OR-ed words
+# match many memories loosely and outvote the vector ranking in the fusion (hybrid recall@1
+# 0.77 against semantic 0.98); a memory holding every word is strong evidence instead.
+_TSQUERY = {True: "replace(plainto_tsquery('english', %s)::text, ' & ', ' | ')::tsquery",
+            False: "plainto_tsquery('english', %s)"}
 
 
 class SearchStore:
@@ -76,7 +80,8 @@ class SearchStore:
 
     def _text(self, query: SearchQuery, now: datetime) -> list[Ranked]:
         where, args = query.where(now)
-        sql = (f"WITH words AS (SELECT {_TSQUERY} AS q) SELECT {_COLUMNS}, ts_rank_cd(search, q) AS rank "
+        words = _TSQUERY[query.mode == "text"]
+        sql = (f"WITH words AS (SELECT {words} AS q) SELECT {_COLUMNS}, ts_rank_cd(search, q) AS rank "
                f"FROM memory_search, words WHERE {where} AND search @@ q "
                "ORDER BY rank DESC, updated_at DESC, memory_id LIMIT %s")
         rows = self.conn.execute(sql, [query.text, *args, query.depth]).fetchall()
