@@ -15,6 +15,7 @@ Models (a name is part of the read model's version; a different name is another 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,9 @@ def _load() -> tuple[Any, Any]:
 
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3
+            # Explicit threads: onnxruntime's default (0) measured 13 ms per single query here,
+            # 2 threads 4.4 ms, and 1.6x the batched throughput (2 cores, busy machine).
+            options.intra_op_num_threads = max(1, min(4, os.cpu_count() or 1))
             _LOADED["session"] = onnxruntime.InferenceSession(str(model_path()), options,
                                                               providers=["CPUExecutionProvider"])
             tokenizer = tokenizers.Tokenizer.from_file(str(TOKENIZER))
