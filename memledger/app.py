@@ -631,11 +631,13 @@ class App:
     def lag(self) -> list[PartitionLag]:
         """Per projection and partition: checkpoint, head, events and milliseconds behind."""
         from projections import PROJECTIONS
+        from projections.registry import VECTOR_PROJECTIONS
         from projections.status import partition_lag
 
         self._operator("lag")
         self.require_read_models()
-        return [lag for name in PROJECTIONS for lag in partition_lag(self._ledger(), self._projection(name))]
+        names = [*PROJECTIONS, *([] if self.search_unavailable() else VECTOR_PROJECTIONS)]  # embeddings: pgvector
+        return [lag for name in names for lag in partition_lag(self._ledger(), self._projection(name))]
 
     def run_projector(self, name: str, until_caught_up: bool = False, stop: threading.Event | None = None,
                       on_batch: Callable[[RunStats], None] | None = None) -> RunStats:

@@ -58,6 +58,26 @@ def test_filters_are_inside_the_query_and_forget_removes_the_vector(vector_setti
             assert cur.execute("SELECT count(*) FROM memory_search WHERE memory_id = 'm-rare'").fetchone() == (0,)
 
 
+def test_expiry_removes_the_row_and_hides_it_before(vector_settings: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from commands import ExpireMemory
+
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    with App.open(vector_settings, system=True) as app:
+        app.migrate()
+        app.send(StoreMemory(org_id="acme", agent_id="bot", memory_id="old", content="Jonas is allergic to peanuts",
+                             expires_at=past))
+        app.send(StoreMemory(org_id="acme", agent_id="bot", memory_id="new", content="Jonas is allergic to pollen"))
+        project(vector_settings)
+        question = SearchQuery("acme", "what is Jonas allergic to", "semantic")
+        assert [h.memory["memory_id"] for h in app.search(question)] == ["new"]  # past its expiry: hidden
+        app.send(ExpireMemory(org_id="acme", agent_id="bot", memory_id="old", expires_at=past))
+        project(vector_settings)
+        with app._searcher.get()._open().conn.cursor() as cur:
+            assert cur.execute("SELECT memory_id FROM memory_search").fetchall() == [("new",)]
+
+
 def test_identical_content_is_embedded_once(vector_settings: Settings) -> None:
     from projections import open_projection
 
@@ -144,3 +164,28 @@ def test_without_pgvector_migrate_succeeds_and_search_says_so_in_one_line(settin
         with pytest.raises(SemanticSearchUnavailable, match="semantic search is unavailable"):
             app.search(SearchQuery("acme", "anything"))
         assert app.query.__self__ is app  # the rest of the App still works on this database
+
+
+def test_the_endpoint_embedder_speaks_openai_and_says_what_failed() -> None:
+    import socket
+
+    from ledger.errors import ConfigurationError, EmbeddingsUnavailable
+    from projections.embedders.endpoint import EndpointEmbedder
+
+    local = LocalEmbedder()
+    with EmbeddingServer({"minilm": local}, api_key="secret") as server:
+        remote = EndpointEmbedder(server.url, "minilm", "secret")
+        texts = ["Maria books an aisle seat", "Invoices are due on the 5th"]
+        for got, want in zip(remote.embed(texts), local.embed(texts)):
+            assert sum(a * b for a, b in zip(got, want)) > 0.9999  # the same vectors, over HTTP
+        assert remote.dimension == 384
+        with pytest.raises(ConfigurationError, match="refused model 'other'"):
+            EndpointEmbedder(server.url, "other", "secret").embed(["x"])
+        with pytest.raises(ConfigurationError, match="401"):
+            EndpointEmbedder(server.url, "minilm", "wrong").embed(["x"])
+        remote.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens on it once closed
+    with pytest.raises(EmbeddingsUnavailable, match="unreachable"):
+        EndpointEmbedder(f"http://127.0.0.1:{port}/v1", "minilm").embed(["x"])

@@ -58,3 +58,7 @@ def test_search_json_shows_scores_and_signals(vector_settings: Settings) -> None
     body = orjson.loads(result.output)
     assert body["mode"] == "hybrid" and [h["memory_id"] for h in body["hits"]] == ["m1"]
     assert body["hits"][0]["vector_rank"] == 1 and body["hits"][0]["score"] > 0
+    lag = run(vector_settings, "lag", "--json")  # the embeddings projector's own checkpoints and lag
+    assert lag.exit_code == 0, lag.output
+    rows = [r for r in orjson.loads(lag.output) if r["projection"] == "embeddings"]
+    assert len(rows) == vector_settings.partitions and all(r["behind"] == 0 for r in rows)
