@@ -43,8 +43,8 @@ from ledger.connections import connect_redis
 from ledger.errors import CommandError, ConfigurationError, Forbidden, InvalidQuery, LedgerError, NotPermitted
 
 from .keyring import KeyCache
-from .search import Searcher
 from .log_reader import EventFilter, follow, newest, oldest, partitions_for
+from .search import Searcher
 from .servers import ServerStatus, server_status, stop_servers
 from .views import Health, LedgerInfo, MemoryView, PartitionInfo, ShadowDropped
 
