@@ -22,14 +22,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
+from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from ledger import Settings
 from ledger.events import stream_id_key
 
 __all__ = ["SearchBench", "run_search_bench", "sentences"]
+
+#: HNSW ef_search values whose recall@10 and SQL latency the bench reports.
+EF_SWEEP = (40, 100, 200, 400)
 
 _WHO = ["Maria", "Tom", "Priya", "Jonas", "Dana", "Kai", "Mei", "Olga", "Ravi", "Sofia", "Ahmed", "Lena", "Carlos",
         "Nina", "Paul", "Elena", "Mark", "Anna", "Sam", "Greta", "Hugo", "Ines", "Jin", "Farid", "Bea"]
@@ -168,7 +173,25 @@ def _watch(settings: Settings, pending: list[tuple[int, tuple[int, int], float]]
             time.sleep(0.002)
 
 
-def load_corpus(settings: Settings, n: int, progress: Callable[[str], None]) -> tuple[list[str], float]:
+def _cached_vectors(path: Path | None, texts: list[str], embedder: Any, batch: int,
+                    progress: Callable[[str], None]) -> list[list[float]]:
+    """The model's vectors of `texts`, kept in `path` (JSON) so that a second run skips the model."""
+    if path is not None and path.exists():
+        stored: list[list[float]] = orjson.loads(path.read_bytes())
+        if len(stored) == len(texts):
+            return stored
+    vectors: list[list[float]] = []
+    for i in range(0, len(texts), batch):
+        vectors += embedder.embed(texts[i:i + batch])
+        if (i // batch) % 40 == 39 or i + batch >= len(texts):
+            progress(f"embedded {len(vectors)}/{len(texts)}")
+    if path is not None:
+        path.write_bytes(orjson.dumps(vectors))
+    return vectors
+
+
+def load_corpus(settings: Settings, n: int, progress: Callable[[str], None],
+                vectors_file: Path | None = None) -> tuple[list[str], float]:
     """`n` real-model vectors COPYed into `memory_search`, then the HNSW index; its build seconds."""
     from projections import open_projection
     from projections.embedders import open_embedder
@@ -188,13 +211,12 @@ def load_corpus(settings: Settings, n: int, progress: Callable[[str], None]) -> 
         conn.execute("DROP INDEX IF EXISTS memory_search_embedding")
         with conn.cursor().copy("COPY memory_search (org_id, agent_id, memory_id, content, tags, importance, "
                                 "created_at, updated_at, content_hash, embedding) FROM STDIN") as copy:
+            vectors = _cached_vectors(vectors_file, texts, embedder, batch, progress)
             for i in range(0, n, batch):
                 chunk = texts[i:i + batch]
-                for j, (text, vector) in enumerate(zip(chunk, embedder.embed(chunk))):
+                for j, (text, vector) in enumerate(zip(chunk, vectors[i:i + batch])):
                     copy.write_row(("bench", f"a{(i + j) % 7}", f"m{i + j}", text, "{}", 0.5, "2026-01-01T00:00Z",
                                     "2026-01-01T00:00Z", content_hash(text), vector_text(vector)))
-                if (i // batch) % 40 == 39 or i + batch >= n:
-                    progress(f"embedded {min(i + batch, n)}/{n}")
         conn.commit()
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '512MB'")
@@ -238,16 +260,19 @@ def sql_latency_and_recall(settings: Settings, questions: list[str]) -> dict[str
     try:
         vectors = [vector_text(v) for v in embedder.embed(questions)]
         dim = embedder.dimension
-        times, found = [], []
-        for q, v in zip(questions, vectors):
-            query = SearchQuery("bench", q, "semantic", limit=10)
-            started = time.perf_counter()
-            ranked, _ = store.rankings(query, v, dim)
-            times.append((time.perf_counter() - started) * 1000)
-            exact = _exact(store.conn, v, dim)
-            found.append(len({r.key[1] for r in ranked[:10]} & exact) / 10)
-        return {"vector_sql_p50_ms": _pct(times, 0.5), "vector_sql_p99_ms": _pct(times, 0.99),
-                "hnsw_recall_at_10": statistics.mean(found)}
+        exact = [_exact(store.conn, v, dim) for v in vectors]
+        out: dict[str, float] = {}
+        for ef in EF_SWEEP:
+            times, found = [], []
+            for q, v, truth in zip(questions, vectors, exact):
+                query = SearchQuery("bench", q, "semantic", limit=10)
+                started = time.perf_counter()
+                ranked, _ = store.rankings(query, v, dim, ef_search=ef)
+                times.append((time.perf_counter() - started) * 1000)
+                found.append(len({r.key[1] for r in ranked[:10]} & truth) / 10)
+            out.update({f"ef{ef}_vector_sql_p50_ms": _pct(times, 0.5), f"ef{ef}_vector_sql_p99_ms": _pct(times, 0.99),
+                        f"ef{ef}_hnsw_recall_at_10": statistics.mean(found)})
+        return out
     finally:
         store.close()
 
@@ -260,29 +285,35 @@ def _exact(conn: psycopg.Connection[Any], vector: str, dim: int) -> set[str]:
 
 
 def run_search_bench(settings: Settings, memories: int, repeat: int, rate: float, lag_seconds: float,
-                     progress: Callable[[str], None]) -> SearchBench:
+                     progress: Callable[[str], None], vectors_file: Path | None = None,
+                     only_corpus: bool = False) -> SearchBench:
     from memledger.search_quality import load
 
     bench = SearchBench()
     data = load()
-    progress("embeddings/s")
-    texts = sentences(1024)
-    bench.put("embeddings_per_s", round(embeddings_per_second(settings, texts, repeat), 1))
-    progress("recall on the retrieval set")
-    with _scratch(settings) as scratch:
-        bench.put("recall", quality(scratch))
-    progress(f"lag at {rate} stores/s")
-    with _scratch(settings) as scratch:
-        bench.put("lag", lag(scratch, rate, lag_seconds))
+    if not only_corpus:
+        _small_figures(bench, settings, repeat, rate, lag_seconds, progress)
     questions = [q["query"] for q in data["queries"]]
     with _scratch(settings) as scratch:
-        _, seconds = load_corpus(scratch, memories, progress)
+        _, seconds = load_corpus(scratch, memories, progress, vectors_file)
         bench.put("memories", memories)
         bench.put("hnsw_build_s", round(seconds, 1))
         progress("search latency")
         bench.put("search", latencies(scratch, questions, repeat))
         bench.put("sql", sql_latency_and_recall(scratch, questions))
     return bench
+
+
+def _small_figures(bench: SearchBench, settings: Settings, repeat: int, rate: float, lag_seconds: float,
+                   progress: Callable[[str], None]) -> None:
+    progress("embeddings/s")
+    bench.put("embeddings_per_s", round(embeddings_per_second(settings, sentences(1024), repeat), 1))
+    progress("recall on the retrieval set")
+    with _scratch(settings) as scratch:
+        bench.put("recall", quality(scratch))
+    progress(f"lag at {rate} stores/s")
+    with _scratch(settings) as scratch:
+        bench.put("lag", lag(scratch, rate, lag_seconds))
 
 
 class _scratch:

@@ -43,6 +43,9 @@ def bench_search(
     repeat: int = typer.Option(3, "--repeat", min=1, help="Timed runs per figure (medians)."),
     rate: float = typer.Option(50.0, "--rate", min=1.0, help="Stores per second for the lag figure."),
     lag_seconds: float = typer.Option(20.0, "--lag-seconds", min=1.0, help="How long the lag figure sends."),
+    vectors_file: Path | None = typer.Option(None, "--vectors-file", help="Keep the corpus' vectors here "
+                                                                           "(a second run skips the model)."),
+    only_corpus: bool = typer.Option(False, "--only-corpus", help="Only the figures over --memories."),
     json_file: JsonFileOpt = None,
 ) -> None:
     """Semantic search: embeddings/s, recall on the retrieval set, write-to-searchable lag,
@@ -51,7 +54,7 @@ def bench_search(
 
     with sigterm_interrupts():
         bench = run_search_bench(settings(), memories, repeat, rate, lag_seconds,
-                                 lambda step: console.print(step, highlight=False))
+                                 lambda step: console.print(step, highlight=False), vectors_file, only_corpus)
     console.print_json(orjson.dumps(bench.figures).decode())
     if json_file is not None:
         json_file.write_bytes(orjson.dumps(bench.figures, option=orjson.OPT_INDENT_2))

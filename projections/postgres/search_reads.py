@@ -60,19 +60,19 @@ class SearchStore:
         info = self.conn.info
         return f"PostgreSQL {info.host}:{info.port}/{info.dbname}"
 
-    def rankings(self, query: SearchQuery, vector: str | None, dimension: int,
-                 now: datetime | None = None) -> tuple[list[Ranked], list[Ranked]]:
+    def rankings(self, query: SearchQuery, vector: str | None, dimension: int, now: datetime | None = None,
+                 ef_search: int = EF_SEARCH) -> tuple[list[Ranked], list[Ranked]]:
         """The vector ranking (when `vector` is given) and the text ranking (unless semantic)."""
         now = now or datetime.now(UTC)
         with translated(), self.conn.transaction():
-            by_vector = self._vector(query, vector, dimension, now) if vector is not None else []
+            by_vector = self._vector(query, vector, dimension, now, ef_search) if vector is not None else []
             by_text = self._text(query, now) if query.mode != "semantic" else []
         return by_vector, by_text
 
-    def _vector(self, query: SearchQuery, vector: str, dimension: int, now: datetime) -> list[Ranked]:
+    def _vector(self, query: SearchQuery, vector: str, dimension: int, now: datetime, ef_search: int) -> list[Ranked]:
         where, args = query.where(now)
         distance = f"(embedding::public.vector({dimension})) OPERATOR(public.<=>) %s::public.vector({dimension})"
-        self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, min(query.depth, 1000))}")
+        self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), min(query.depth, 1000))}")
         sql = (f"SELECT {_COLUMNS}, {distance} AS distance FROM memory_search WHERE {where} "
                f"ORDER BY {distance} LIMIT %s")
         rows = self.conn.execute(sql, [vector, *args, vector, query.depth]).fetchall()
