@@ -30,6 +30,7 @@ import psycopg
 
 from ledger import Settings
 from ledger.events import stream_id_key
+from projections.postgres.embeddings import HNSW_EF_CONSTRUCTION, HNSW_M
 
 __all__ = ["SearchBench", "run_search_bench", "sentences"]
 
@@ -190,8 +191,8 @@ def _cached_vectors(path: Path | None, texts: list[str], embedder: Any, batch: i
     return vectors
 
 
-def load_corpus(settings: Settings, n: int, progress: Callable[[str], None],
-                vectors_file: Path | None = None) -> tuple[list[str], float]:
+def load_corpus(settings: Settings, n: int, progress: Callable[[str], None], vectors_file: Path | None = None,
+                hnsw: tuple[int, int] = (HNSW_M, HNSW_EF_CONSTRUCTION)) -> tuple[list[str], float]:
     """`n` real-model vectors COPYed into `memory_search`, then the HNSW index; its build seconds."""
     from projections import open_projection
     from projections.embedders import open_embedder
@@ -220,7 +221,7 @@ def load_corpus(settings: Settings, n: int, progress: Callable[[str], None],
         conn.commit()
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute(hnsw_index_sql(embedder.dimension))
+        conn.execute(hnsw_index_sql(embedder.dimension, *hnsw))
         conn.execute("ANALYZE memory_search")
         conn.commit()
     return texts, time.perf_counter() - started
@@ -286,7 +287,8 @@ def _exact(conn: psycopg.Connection[Any], vector: str, dim: int) -> set[str]:
 
 def run_search_bench(settings: Settings, memories: int, repeat: int, rate: float, lag_seconds: float,
                      progress: Callable[[str], None], vectors_file: Path | None = None,
-                     only_corpus: bool = False) -> SearchBench:
+                     only_corpus: bool = False,
+                     hnsw: tuple[int, int] = (HNSW_M, HNSW_EF_CONSTRUCTION)) -> SearchBench:
     from memledger.search_quality import load
 
     bench = SearchBench()
@@ -295,8 +297,9 @@ def run_search_bench(settings: Settings, memories: int, repeat: int, rate: float
         _small_figures(bench, settings, repeat, rate, lag_seconds, progress)
     questions = [q["query"] for q in data["queries"]]
     with _scratch(settings) as scratch:
-        _, seconds = load_corpus(scratch, memories, progress, vectors_file)
+        _, seconds = load_corpus(scratch, memories, progress, vectors_file, hnsw)
         bench.put("memories", memories)
+        bench.put("hnsw_m_ef_construction", list(hnsw))
         bench.put("hnsw_build_s", round(seconds, 1))
         progress("search latency")
         bench.put("search", latencies(scratch, questions, repeat))

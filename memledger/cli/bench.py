@@ -46,6 +46,8 @@ def bench_search(
     vectors_file: Path | None = typer.Option(None, "--vectors-file", help="Keep the corpus' vectors here "
                                                                            "(a second run skips the model)."),
     only_corpus: bool = typer.Option(False, "--only-corpus", help="Only the figures over --memories."),
+    hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="HNSW m of the corpus' index."),
+    hnsw_ef_construction: int = typer.Option(200, "--hnsw-ef-construction", min=4, help="Its ef_construction."),
     json_file: JsonFileOpt = None,
 ) -> None:
     """Semantic search: embeddings/s, recall on the retrieval set, write-to-searchable lag,
@@ -54,7 +56,8 @@ def bench_search(
 
     with sigterm_interrupts():
         bench = run_search_bench(settings(), memories, repeat, rate, lag_seconds,
-                                 lambda step: console.print(step, highlight=False), vectors_file, only_corpus)
+                                 lambda step: console.print(step, highlight=False), vectors_file, only_corpus,
+                                 (hnsw_m, hnsw_ef_construction))
     console.print_json(orjson.dumps(bench.figures).decode())
     if json_file is not None:
         json_file.write_bytes(orjson.dumps(bench.figures, option=orjson.OPT_INDENT_2))

@@ -68,9 +68,16 @@ def unavailable_message(where: str) -> str:
             "`memledger query memories --text` still searches words")
 
 
-def hnsw_index_sql(dimension: int) -> str:
+#: HNSW build parameters. pgvector's defaults (16, 64) measured recall@10 0.79 against an exact
+#: scan over 100k bench sentences at ef_search 100 and 0.91 at 400; (32, 200) 0.955 at 400 for a
+#: 68 s build instead of 13 (`memledger bench search`, README "Search figures").
+HNSW_M, HNSW_EF_CONSTRUCTION = 32, 200
+
+
+def hnsw_index_sql(dimension: int, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION) -> str:
     return (f"CREATE INDEX IF NOT EXISTS memory_search_embedding ON memory_search USING hnsw "
-            f"((embedding::public.vector({int(dimension)})) public.vector_cosine_ops)")
+            f"((embedding::public.vector({int(dimension)})) public.vector_cosine_ops) "
+            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
 
 
 def vector_text(vector: Sequence[float]) -> str:
