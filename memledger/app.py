@@ -47,6 +47,7 @@ from ledger.events import stream_id_key
 
 from .keyring import KeyCache
 from .log_reader import MAX_SEQ, EventFilter, PartitionReader, follow, newest, oldest, partitions_for
+from .search import Searcher
 from .servers import ServerStatus, server_status, stop_servers
 from .views import Health, LedgerInfo, MemoryView, PartitionInfo, ShadowDropped, StatsReport
 
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from projections.history import HistoryEntry
     from projections.postgres.api_keys import ApiKey
     from projections.redis import AnalyticsReport, CachedMemoryStore, TrendingReport
+    from projections.search import SearchHit, SearchQuery
     from projections.status import PartitionLag
     from replay.deadletters import DeadLetter, RedriveOutcome
     from replay.rebuild import Progress, RebuildPlan, RebuildResult
@@ -130,6 +132,7 @@ class App:
         self._buses: dict[bool, CommandBus] = {}
         self._store: CachedMemoryStore | None = None
         self._redis = _OnFirstUse(lambda: connect_redis(settings))  # for the Redis read models
+        self._searcher = _OnFirstUse(lambda: Searcher(settings))  # semantic search (memledger/search.py)
         self._projections: dict[str, Projection] = {}
         self._queue: SessionQueue | None = None
         self._working: Conversations | None = None  # working memory's reads (memledger/conversations.py)
@@ -169,6 +172,7 @@ class App:
         if self._store is not None:
             self._store.close()
         self._redis.close()
+        self._searcher.close()
         self._log, self._buses, self._store, self._projections = None, {}, None, {}
         self._queue, self._no_queue, self._working = None, False, None
 
@@ -346,6 +350,17 @@ class App:
         """Memories matching `query`, through the query cache (the result says HIT, MISS or BYPASS)."""
         scoped = replace(query, org_id=self._org(query.org_id), agent_id=self._agent(query.agent_id))
         return self._memories().query(scoped)
+
+    def search(self, query: SearchQuery) -> list[SearchHit]:
+        """Memories by meaning and words (`query.mode`: hybrid, semantic, text), best first, each
+        with its score and the signals that matched; `SemanticSearchUnavailable` without pgvector."""
+        scoped = replace(query, org_id=self._org(query.org_id), agent_id=self._agent(query.agent_id))
+        self.require_read_models()
+        return self._searcher.get().search(scoped)
+
+    def search_unavailable(self) -> str | None:
+        """None when search can answer on this database, else the one line that says why not."""
+        return self._searcher.get().available()
 
     def as_of(self, org: str | None, agent: str | None, at: datetime, query: MemoryQuery | None = None) -> list[Row]:
         """What `agent` knew at `at`, folded from history (filtered by `query` when given)."""
@@ -704,11 +719,13 @@ class App:
     def lag(self) -> list[PartitionLag]:
         """Per projection and partition: checkpoint, head, events and milliseconds behind."""
         from projections import PROJECTIONS
+        from projections.registry import VECTOR_PROJECTIONS
         from projections.status import partition_lag
 
         self._operator("lag")
         self.require_read_models()
-        return [lag for name in PROJECTIONS for lag in partition_lag(self._ledger(), self._projection(name))]
+        names = [*PROJECTIONS, *([] if self.search_unavailable() else VECTOR_PROJECTIONS)]  # embeddings: pgvector
+        return [lag for name in names for lag in partition_lag(self._ledger(), self._projection(name))]
 
     def run_projector(self, name: str, until_caught_up: bool = False, stop: threading.Event | None = None,
                       on_batch: Callable[[RunStats], None] | None = None) -> RunStats:

@@ -14,10 +14,11 @@ from .base import Projection, ProjectionClass
 from .postgres.api_keys import ApiKeysProjection
 from .postgres.archive import ArchiveProjection
 from .postgres.conversations import ConversationsProjection
+from .postgres.embeddings import EmbeddingsProjection
 from .postgres.memories import MemoriesProjection
 from .redis import REDIS_PROJECTIONS
 
-__all__ = ["PROJECTIONS", "open_projection", "projection_class"]
+__all__ = ["PROJECTIONS", "VECTOR_PROJECTIONS", "open_projection", "projection_class"]
 
 PROJECTIONS: dict[str, ProjectionClass] = {
     ArchiveProjection.name: ArchiveProjection,
@@ -27,13 +28,18 @@ PROJECTIONS: dict[str, ProjectionClass] = {
     **{cls.name: cls for cls in REDIS_PROJECTIONS},
 }
 
+#: Read models that need the pgvector extension: run, rebuilt and verified by name (and by
+#: `memledger up` where the database has the extension), not among those every tool iterates.
+VECTOR_PROJECTIONS: dict[str, ProjectionClass] = {EmbeddingsProjection.name: EmbeddingsProjection}
+
 
 def projection_class(name: str) -> ProjectionClass:
     """The class registered as `name`; nothing is opened."""
     try:
-        return PROJECTIONS[name]
+        return PROJECTIONS.get(name) or VECTOR_PROJECTIONS[name]
     except KeyError:
-        raise ConfigurationError(f"no projection named {name!r}; known: {', '.join(sorted(PROJECTIONS))}") from None
+        known = ", ".join(sorted([*PROJECTIONS, *VECTOR_PROJECTIONS]))
+        raise ConfigurationError(f"no projection named {name!r}; known: {known}") from None
 
 
 def open_projection(name: str, settings: Settings, target: str | None = None) -> Projection:

@@ -15,7 +15,7 @@ import typer
 from ledger.errors import LedgerError
 
 from . import agents, analysts, bench, demo, logs, operators, redis_models, replay, servers, sessions, worker
-from . import keys, mcp, serve
+from . import keys, mcp, search, serve
 from .common import state
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, invoke_without_command=True,
@@ -32,7 +32,7 @@ def _root(ctx: typer.Context,
 
 
 for surface in (agents, logs, analysts, redis_models, operators, replay, demo, bench, worker, sessions, servers,
-                keys, serve, mcp):
+                keys, serve, mcp, search):
     surface.register(app)
 
 

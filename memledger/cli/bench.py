@@ -35,8 +35,35 @@ def register(app: typer.Typer) -> None:
     benches.command("http")(bench_http)
     benches.command("mcp")(bench_mcp)
     benches.command("messages")(bench_messages)
+    benches.command("search")(bench_search)
     app.add_typer(benches, name="bench")
     app.command("bench-scaling")(bench_scaling)
+
+
+def bench_search(
+    memories: int = typer.Option(100_000, "--memories", min=1000, help="Memories search latency is measured on."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Timed runs per figure (medians)."),
+    rate: float = typer.Option(50.0, "--rate", min=1.0, help="Stores per second for the lag figure."),
+    lag_seconds: float = typer.Option(20.0, "--lag-seconds", min=1.0, help="How long the lag figure sends."),
+    vectors_file: Path | None = typer.Option(None, "--vectors-file", help="Keep the corpus' vectors here "
+                                                                           "(a second run skips the model)."),
+    only_corpus: bool = typer.Option(False, "--only-corpus", help="Only the figures over --memories."),
+    hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="HNSW m of the corpus' index."),
+    hnsw_ef_construction: int = typer.Option(200, "--hnsw-ef-construction", min=4, help="Its ef_construction."),
+    json_file: JsonFileOpt = None,
+) -> None:
+    """Semantic search: embeddings/s, recall on the retrieval set, write-to-searchable lag,
+    search latency and HNSW recall@10 over --memories real-model vectors (needs pgvector)."""
+    from memledger.bench.search_bench import run_search_bench
+
+    with sigterm_interrupts():
+        bench = run_search_bench(settings(), memories, repeat, rate, lag_seconds,
+                                 lambda step: console.print(step, highlight=False), vectors_file, only_corpus,
+                                 (hnsw_m, hnsw_ef_construction))
+    console.print_json(orjson.dumps(bench.figures).decode())
+    if json_file is not None:
+        json_file.write_bytes(orjson.dumps(bench.figures, option=orjson.OPT_INDENT_2))
+        console.print(f"figures written to {json_file}")
 
 
 def bench_http(

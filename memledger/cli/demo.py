@@ -13,7 +13,7 @@ from rich.progress import Progress
 from ledger.errors import CommandError, DurabilityError
 from memledger.app import App
 from memledger.demo import ORGS, demo_commands
-from projections.registry import PROJECTIONS
+from projections.registry import PROJECTIONS, VECTOR_PROJECTIONS
 
 from .analysts import history_table, memories_table, stats_table
 from .common import console, settings
@@ -44,11 +44,13 @@ def demo() -> None:
                       f"{'configured' if s.redis_url else 'embedded under ' + str(s.home)}")
         app.migrate()
         send(app, list(demo_commands()))
-        for name in PROJECTIONS:
+        unavailable = app.search_unavailable()
+        for name in [*PROJECTIONS, *([] if unavailable else VECTOR_PROJECTIONS)]:
             with console.status(f"projecting {name}"):
                 stats = app.run_projector(name, until_caught_up=True)
             console.print(f"projection {name}: applied {stats.applied} new events")
         show(app)
+        show_search(app, unavailable)
 
 
 def demo_app() -> App:
@@ -115,3 +117,22 @@ def show_redis_models(app: App) -> None:
     today = datetime.now(timezone.utc).date()
     console.print(analytics_table(app.analytics("acme", today - timedelta(days=6), today)))
 
+
+
+#: A question that shares no word with the memories it should find ("is allergic to peanuts").
+DEMO_SEARCH = "which foods could make someone sick"
+
+
+def show_search(app: App, unavailable: str | None) -> None:
+    """Search by meaning next to a word match: the words find nothing, the meaning does."""
+    from projections.search import SearchQuery
+
+    if unavailable:
+        console.print(unavailable)
+        return
+    for mode in ("text", "hybrid"):
+        hits = app.search(SearchQuery("acme", DEMO_SEARCH, mode, limit=3))
+        console.print(f"search {mode} {DEMO_SEARCH!r}: {len(hits)} hits")
+        for h in hits:
+            console.print(f"  {h.score:.4f}  vector #{h.vector_rank or '-'}  text #{h.text_rank or '-'}  "
+                          f"{h.memory['content']}", highlight=False)

@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ledger.errors import ConfigurationError, StoreUnavailable
-from projections.registry import PROJECTIONS
+from projections.registry import PROJECTIONS, VECTOR_PROJECTIONS
 
 from .common import JsonOpt, console, group, open_app, print_json, settings
 
@@ -43,7 +43,10 @@ def migrate() -> None:
     """Apply the Alembic revisions in migrations/ to the configured database."""
     with open_app() as app:
         app.migrate()
+        unavailable = app.search_unavailable()
     console.print(f"migrated schema {settings().db_schema!r} to head")
+    if unavailable:
+        console.print(unavailable)
 
 
 projector_app = group("Run projectors.")
@@ -147,7 +150,8 @@ def up(
         try:
             with open_app() as app:
                 app.migrate()
-            with supervised(projection or list(PROJECTIONS)) as children:
+                vector = [] if app.search_unavailable() else list(VECTOR_PROJECTIONS)  # pgvector here?
+            with supervised(projection or [*PROJECTIONS, *vector]) as children:
                 failed = _show_lag_while_all_run(children)
         except KeyboardInterrupt:
             return

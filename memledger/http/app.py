@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from ledger import Settings
 from memledger.app import App
 
-from . import conversations, live, metrics, operations, problems, reads, writes
+from . import conversations, live, metrics, operations, problems, reads, search, writes
 from .auth import Gate
 from .fast_routes import FastRoutes
 from .middleware import BodyGuard, ServerTiming
@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
 
     ops = OpsView(App.open(settings), insecure_no_auth)
     gate = Gate(settings, App.open(settings), insecure_no_auth)
-    mcp = McpMount(gate)  # helper "mcp": the MCP streamable-HTTP transport at /mcp
+    mcp = McpMount(gate)  # the MCP streamable-HTTP transport at /mcp
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,15 +53,15 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
     api = FastAPI(title="memory-ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
     api.state.settings, api.state.gate, api.state.ops = settings, gate, ops
     problems.install(api)
-    for module in (writes, reads, operations):
+    api.include_router(search.router)  # before /v1/memories/{id}: "search" is not a memory id
+    for module in (writes, reads, operations, conversations):
         api.include_router(module.router)
     api.add_middleware(FastRoutes, api=api)  # innermost: after the body checks, inside timing and metrics
-    api.include_router(conversations.router)  # working memory: /v1/sessions/{id}/messages, /close
     api.add_middleware(BodyGuard)
     api.add_middleware(ServerTiming)
-    api.include_router(live.router)  # helper "live": GET /v1/events (SSE)
-    metrics.install(api, settings)  # helper "live": outermost middleware + GET /metrics
-    mcp.mount(api)  # helper "mcp"
+    api.include_router(live.router)  # GET /v1/events (SSE)
+    metrics.install(api, settings)  # outermost middleware + GET /metrics
+    mcp.mount(api)
     _document_problems(api)
     return api
 
