@@ -12,7 +12,7 @@ change) the memory's owner as the read model knows it. The org is always the key
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from commands.models import new_subject_id
 from ledger.errors import CommandError
@@ -169,27 +169,60 @@ def _event(event: Args) -> Args:
     return {k: event[k] for k in keep if event.get(k) is not None}
 
 
-def search(caller: Caller, args: Args) -> Args:
-    """Filters and full text through `App.query` (a page at a time), or a point in time (`as_of`).
+#: Filters only the filtered full-text path takes; semantic and hybrid search refuse them.
+FILTER_ONLY = ("memory_type", "session_id", "cursor", "as_of")
 
-    The seam for semantic and hybrid search: `mode` selects the path; only "text" is served
-    here until `App.search` exists, and a new mode is one branch of this function.
-    """
+
+def search(caller: Caller, args: Args) -> Args:
+    """By meaning (`App.search`: hybrid or semantic), or by filters and full text (`App.query`, a
+    page at a time, or a point in time with `as_of`). Mode "auto" is hybrid when there is a text
+    to search for and the database has pgvector, else the filtered full-text path."""
+    _wait(caller, args.pop("consistent_with", None))
+    mode = _mode(caller, args)
+    if mode == "text":
+        return _filtered(caller, args)
+    return _by_meaning(caller, "semantic" if mode == "semantic" else "hybrid", args)
+
+
+def _mode(caller: Caller, args: Args) -> str:
+    mode = str(args.pop("mode", "auto"))
+    if mode != "auto":
+        return mode
+    plain = not any(args.get(name) for name in FILTER_ONLY) and (args.get("match") == "all" or
+                                                               len(args.get("tags", ())) < 2)
+    return "hybrid" if args.get("text") and plain and caller.app.search_unavailable() is None else "text"
+
+
+def _by_meaning(caller: Caller, mode: Literal["hybrid", "semantic"], args: Args) -> Args:
+    from projections.search import SearchQuery
+
+    if not args.get("text"):
+        raise invalid("text", f"{mode} search needs a text: say what to look for")
+    for name in FILTER_ONLY:
+        if args.get(name):
+            raise invalid(name, f"{mode} search does not take {name}; use mode text")
+    if len(args.get("tags", ())) > 1 and args.get("match") != "all":
+        raise invalid("match", f"{mode} search matches all the tags given: pass match all, or use mode text")
+    query = SearchQuery(caller.principal.org_id, args["text"], mode, args.get("agent_id"), tuple(args.get("tags", ())),
+                        args.get("since"), args.get("until"), args.get("min_importance"), args["limit"])
+    hits = [_memory({**h.memory, "score": round(h.score, 6)}, True) for h in caller.app.search(query)]
+    return {"memories": hits, "next_cursor": None, "mode": mode}
+
+
+def _filtered(caller: Caller, args: Args) -> Args:
     from projections import MemoryQuery
 
-    _wait(caller, args.pop("consistent_with", None))
-    args.pop("mode", None)
     limit, cursor, as_of = args.pop("limit"), args.pop("cursor", None), args.pop("as_of", None)
     after = h.decode_cursor(cursor) if cursor else None
     query = MemoryQuery(caller.principal.org_id, limit=limit + 1, after=after, **args)
     if as_of is not None:
         rows = caller.app.as_of(None, query.agent_id, as_of, query)[:limit]
-        return {"memories": [_memory(r, True) for r in rows], "next_cursor": None}
+        return {"memories": [_memory(r, True) for r in rows], "next_cursor": None, "mode": "text"}
     rows = caller.app.query(query).rows
     more = len(rows) > limit
     page = rows[:limit]
     next_cursor = h.encode_cursor(query.page_key(page[-1])) if more else None
-    return {"memories": [_memory(r, True) for r in page], "next_cursor": next_cursor}
+    return {"memories": [_memory(r, True) for r in page], "next_cursor": next_cursor, "mode": "text"}
 
 
 def stats(caller: Caller, consistent_with: str | None) -> Args:

@@ -230,15 +230,19 @@ async def search_memories(
         "next_cursor of the previous call, with the same filters, for the next page."))] = None,
     as_of: Annotated[datetime | None, Field(description=(
         "What the agent (agent_id, required then) knew at this time, instead of now."))] = None,
-    mode: Annotated[Literal["text"], Field(description=(
-        "How text matches: full-text search (semantic and hybrid come later)."))] = "text",
+    mode: Annotated[Literal["auto", "hybrid", "semantic", "text"], Field(description=(
+        "How text matches. hybrid: by meaning and by words, fused (finds paraphrases); semantic: by "
+        "meaning only; text: full-text words plus every filter, paged by cursor. auto (default): "
+        "hybrid when you give a text and the server has semantic search, else text."))] = "auto",
     consistent_with: Token = None,
 ) -> CallToolResult:
-    """Find memories: by words in their content, tags, agent, importance, type, conversation or time.
+    """Find memories: by meaning or words in their content, tags, agent, importance, type,
+    conversation or time.
 
-    Use it before answering anything that may depend on what you were told earlier. With no
-    arguments it returns the most recent memories. Returns {memories: [...], next_cursor}; pass
-    next_cursor back to get more.
+    Use it before answering anything that may depend on what you were told earlier; phrase text
+    as a question or a description, it need not share words with the memory. With no arguments
+    it returns the most recent memories. Returns {memories: [...], next_cursor, mode}; hybrid and
+    semantic hits carry a score; pass next_cursor back (text mode) to get more.
     """
     args = _given(text=text, tags=tuple(tags), match=match, agent_id=agent_id, min_importance=min_importance,
                   memory_type=memory_type, session_id=session_id, since=since, until=until, order=order,
