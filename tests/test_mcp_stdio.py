@@ -174,7 +174,7 @@ def test_an_analyst_key_reads_but_does_not_write(settings: Settings, system: App
     with stdio_session(settings, system.issue_key("acme", "analyst").secret) as mcp:
         problem = mcp.fail("store_memory", content="x", agent_id="bot")
         assert problem["code"] == "forbidden" and problem["status"] == 403
-        assert mcp.call("search_memories") == {"memories": [], "next_cursor": None}
+        assert mcp.call("search_memories") == {"memories": [], "next_cursor": None, "mode": "text"}
 
 
 def test_a_revoked_key_stops_a_running_server(settings: Settings, system: App) -> None:
