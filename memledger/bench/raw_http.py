@@ -33,12 +33,22 @@ class RawHttp:
         return self._call("POST", path, orjson.dumps(body), {**self.auth, "Content-Type": "application/json"})
 
     def _call(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> bytes:
-        self.conn.request(method, path, body, dict(headers))
-        response = self.conn.getresponse()
+        try:
+            response = self._send(method, path, body, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # The server closes a connection idle past its keep-alive timeout (uvicorn: 5 s) between
+            # figures; as any client does, open another and send again.
+            self.conn.close()
+            response = self._send(method, path, body, headers)
         data = response.read()
         if response.status >= 400:
             raise AssertionError(f"{method} {path} answered {response.status}: {data[:300]!r}")
         return data
+
+    def _send(self, method: str, path: str, body: bytes | None,
+              headers: Mapping[str, str]) -> http.client.HTTPResponse:
+        self.conn.request(method, path, body, dict(headers))
+        return self.conn.getresponse()
 
     def close(self) -> None:
         self.conn.close()
