@@ -20,7 +20,7 @@ from ledger.errors import InvalidCommand
 
 from .problems import HttpProblem, problem_response
 
-__all__ = ["BodyGuard", "MAX_BODY_BYTES", "ServerTiming", "replay_body", "timing_mark"]
+__all__ = ["BodyGuard", "MAX_BODY_BYTES", "PARSED_BODY", "ServerTiming", "replay_body", "timing_mark"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,6 +30,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Largest request body accepted, in bytes (a transcript may be 1 MiB of text, plus JSON).
 MAX_BODY_BYTES = 2 * 1024 * 1024
+#: The request state entry holding a JSON body as BodyGuard parsed it (absent for NDJSON).
+PARSED_BODY = "parsed_json_body"
 #: Paths that also take NDJSON bodies.
 NDJSON_PATHS = ("/v1/commands",)
 
@@ -79,9 +81,10 @@ def _check(scope: Scope, body: bytes) -> None:
         raise HttpProblem(415, "unsupported_media_type", "Unsupported media type",
                           f"send the body as {allowed}, not {media or 'no Content-Type'}")
     try:
-        wire.loads(body)
+        parsed = wire.loads(body)
     except InvalidCommand as e:
         raise HttpProblem(400, "malformed", "Malformed JSON", str(e)) from None
+    scope.setdefault("state", {})[PARSED_BODY] = parsed  # a route need not parse it again
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
