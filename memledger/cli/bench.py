@@ -16,7 +16,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from memledger.bench import render_table, run_benchmark, write_json
+from memledger.bench import BenchReport, render_table, run_benchmark, write_json
 
 from .common import console, settings
 
@@ -81,12 +81,7 @@ def bench_http(
 
     with sigterm_interrupts():
         report = run_http_benchmark(settings(), memories=memories, repeat=repeat)
-    console.print(render_table(report))
-    if report.failed:
-        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
-    if json_file is not None:
-        write_json(report, json_file)
-        console.print(f"figures written to {json_file}")
+    show(report, json_file)
 
 
 def bench_mcp(
@@ -103,12 +98,7 @@ def bench_mcp(
 
     with sigterm_interrupts():
         report = run_mcp_benchmark(settings(), calls=calls, repeat=repeat)
-    console.print(render_table(report))
-    if report.failed:
-        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
-    if json_file is not None:
-        write_json(report, json_file)
-        console.print(f"figures written to {json_file}")
+    show(report, json_file)
 
 
 def bench_messages(
@@ -126,12 +116,7 @@ def bench_messages(
 
     with sigterm_interrupts():
         report = run_messages_benchmark(settings(), sessions, per_session, repeat)
-    console.print(render_table(report))
-    if report.failed:
-        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
-    if json_file is not None:
-        write_json(report, json_file)
-        console.print(f"figures written to {json_file}")
+    show(report, json_file)
 
 
 def bench_scaling(
@@ -190,12 +175,17 @@ def bench(
     with sigterm_interrupts():
         report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True,
                                query_rows=query_rows)
+    show(report, json_file or old_json_file)
+
+
+def show(report: BenchReport, json_file: Path | None) -> None:
+    """The figures as a table, the targets missed, and the JSON file when one was asked for."""
     console.print(render_table(report))
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
-    if (path := json_file or old_json_file) is not None:
-        write_json(report, path)
-        console.print(f"figures written to {path}")
+    if json_file is not None:
+        write_json(report, json_file)
+        console.print(f"figures written to {json_file}")
 
 
 @contextmanager
