@@ -30,7 +30,6 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
-import orjson
 
 from ledger import Settings
 from ledger.errors import CommandError, Timeout
@@ -49,7 +48,6 @@ __all__ = ["run_http_benchmark"]
 GROUP = "http"
 IN_STORE, HTTP_STORE, PY_STORE = "in-process append", "HTTP store, 1 client", "Python client store"
 IN_BATCH, HTTP_BATCH = "in-process bus, batches", "HTTP POST /v1/commands, 16 clients"
-PY_BATCH = "Python (httpx) clients POST /v1/commands, 16 clients"
 IN_HIT, HTTP_HIT, PY_HIT = "in-process query, cached", "HTTP GET /v1/memories, cached", "Python client query, cached"
 IN_MISS, HTTP_MISS = "in-process query, uncached", "HTTP GET /v1/memories, uncached"
 QUERYABLE, SSE = "append to queryable", "append to SSE client"
@@ -144,10 +142,6 @@ def _batches(prefix: str) -> list[list[dict[str, Any]]]:
             for r in range(CLIENTS * REQUESTS)]
 
 
-Batch = list[dict[str, Any]]
-Sender = Callable[[Batch], list[dict[str, Any]]]
-
-
 def batch_throughput(ctx: BenchContext, env: HttpEnv) -> list[Figure]:
     count = CLIENTS * REQUESTS * BATCH
 
@@ -158,55 +152,32 @@ def batch_throughput(ctx: BenchContext, env: HttpEnv) -> list[Figure]:
                 _accepted(env.app.send_many(batch))
         return watch.seconds
 
-    raw = [RawHttp(env.url, env.key) for _ in range(CLIENTS)]
-    python = [httpx.Client(base_url=env.url, headers={"Authorization": f"Bearer {env.key}"}, timeout=60)
-              for _ in range(CLIENTS)]
+    clients = [httpx.Client(base_url=env.url, headers={"Authorization": f"Bearer {env.key}"}, timeout=60)
+               for _ in range(CLIENTS)]
+
+    def post(client: httpx.Client, batches: list[list[dict[str, Any]]]) -> None:
+        for batch in batches:
+            results = client.post("/v1/commands", json=batch).json()
+            if not all(r["ok"] for r in results):
+                raise AssertionError(f"the bench's own commands were refused: {results[0]}")
+
+    def over_http(index: int) -> float:
+        batches = _batches(f"hb{index}")
+        shares = [batches[c::CLIENTS] for c in range(CLIENTS)]
+        with ThreadPoolExecutor(CLIENTS) as pool, Stopwatch() as watch:
+            list(pool.map(post, clients, shares))
+        return watch.seconds
+
     try:
         local = ctx.rounds(IN_BATCH, in_process)
-        remote = ctx.rounds(HTTP_BATCH, _concurrently([_raw_sender(c) for c in raw], "hb"))
-        through_python = ctx.rounds(PY_BATCH, _concurrently([_httpx_sender(c) for c in python], "pb"))
+        remote = ctx.rounds(HTTP_BATCH, over_http)
     finally:
-        for plain in raw:
-            plain.close()
-        for client in python:
+        for client in clients:
             client.close()
     note = f"{BATCH} StoreMemory per request"
     return [throughput(IN_BATCH, GROUP, count, local, "commands/s", note=note + ", one caller"),
             throughput(HTTP_BATCH, GROUP, count, remote, "commands/s", baseline=IN_BATCH, note=note,
-                       target=Target(">= 0.5x in-process", 0.5, "min", on="ratio")),
-            throughput(PY_BATCH, GROUP, count, through_python, "commands/s", baseline=IN_BATCH,
-                       note=note + ", httpx clients")]
-
-
-def _raw_sender(client: RawHttp) -> Sender:
-    def send(batch: Batch) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = orjson.loads(client.post("/v1/commands", batch))
-        return results
-    return send
-
-
-def _httpx_sender(client: httpx.Client) -> Sender:
-    def send(batch: Batch) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = client.post("/v1/commands", json=batch).json()
-        return results
-    return send
-
-
-def _concurrently(senders: list[Sender], prefix: str) -> Callable[[int], float]:
-    """A round: CLIENTS threads, each sending its share of the batches through its own sender."""
-    def post(send: Sender, batches: list[Batch]) -> None:
-        for batch in batches:
-            results = send(batch)
-            if not all(r["ok"] for r in results):
-                raise AssertionError(f"the bench's own commands were refused: {results[0]}")
-
-    def once(index: int) -> float:
-        batches = _batches(f"{prefix}{index}")
-        shares = [batches[c::CLIENTS] for c in range(CLIENTS)]
-        with ThreadPoolExecutor(CLIENTS) as pool, Stopwatch() as watch:
-            list(pool.map(post, senders, shares))
-        return watch.seconds
-    return once
+                       target=Target(">= 0.5x in-process", 0.5, "min", on="ratio"))]
 
 
 # -- queries ---------------------------------------------------------------------------------------
