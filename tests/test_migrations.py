@@ -31,3 +31,18 @@ def test_upgrade_is_idempotent(settings: Settings) -> None:
         version = conn.execute(f'SELECT version_num FROM "{settings.db_schema}".alembic_version').fetchall()
     head = ScriptDirectory.from_config(migrate.alembic_config(settings)).get_current_head()
     assert version == [(head,)]
+
+
+def test_two_migrations_of_a_new_namespace_at_once_both_succeed(settings: Settings) -> None:
+    # `memledger serve &` and `memledger up &` (the README's quick start) both migrate at start
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MEMLEDGER_REDIS_URL": str(settings.redis_url),
+           "MEMLEDGER_DATABASE_URL": str(settings.database_url), "MEMLEDGER_NAMESPACE": settings.namespace,
+           "MEMLEDGER_PARTITIONS": str(settings.partitions), "MEMLEDGER_ALLOW_VOLATILE": "1"}
+    runs = [subprocess.Popen([sys.executable, "-m", "memledger", "migrate"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE) for _ in range(3)]
+    outcomes = [(run.wait(120), run.communicate()[1]) for run in runs]
+    assert [code for code, _ in outcomes] == [0, 0, 0], outcomes

@@ -36,10 +36,11 @@ def _env(settings: Settings, port: int) -> dict[str, str]:
             "MEMLEDGER_ALLOW_VOLATILE": "1", "MEMLEDGER_HTTP_PORT": str(port)}
 
 
-def _wait_healthy(port: int, servers: list[subprocess.Popen[bytes]]) -> None:
+def _wait_healthy(port: int, servers: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
     deadline = time.monotonic() + 60
     while True:
-        assert all(s.poll() is None for s in servers) and time.monotonic() < deadline, "serve did not come up"
+        alive = all(s.poll() is None for s in servers) and time.monotonic() < deadline
+        assert alive, "serve did not come up: " + " | ".join(log.read_text()[-2000:] for log in logs)
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200:
                 return
@@ -56,17 +57,22 @@ def test_the_http_quick_start_runs_as_written(settings: Settings, tmp_path: Path
     script = "\n".join(line for line, command in zip(lines, detached) if not command.endswith("&"))
     assert background == ["memledger serve ", "memledger up "], background
     env = _env(settings, port)
-    servers = [subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True) for command in background]
+    logs = [tmp_path / f"background-{n}.log" for n in range(len(background))]
+    outputs = [log.open("wb") for log in logs]
+    servers = [subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+               for command, out in zip(background, outputs)]
     try:
-        _wait_healthy(port, servers)
+        _wait_healthy(port, servers, logs)
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
                               timeout=120, cwd=tmp_path)
     finally:
         for server in servers:
-            os.killpg(server.pid, signal.SIGTERM)
-        for server in servers:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+        for server, out in zip(servers, outputs):
             server.wait(timeout=30)
+            out.close()
     assert done.returncode == 0, done.stderr
     headers = (tmp_path / "headers.txt").read_text().lower()
     assert headers.startswith("http/1.1 201") and "x-consistency-token: " in headers

@@ -29,10 +29,22 @@ def alembic_config(settings: Settings, schema: str | None = None) -> Config:
 
 
 def upgrade(settings: Settings, revision: str = "head", schema: str | None = None) -> None:
-    """Apply revisions up to `revision` in the namespace's schema (or `schema`)."""
+    """Apply revisions up to `revision` in the namespace's schema (or `schema`).
+
+    Under a PostgreSQL advisory lock per schema: `memledger serve` and `memledger up` started
+    together both migrate a new namespace, and two Alembic runs at once would both create its
+    tables; the second now waits, then finds the schema at head and does nothing."""
     from alembic import command
 
-    command.upgrade(alembic_config(settings, schema), revision)
+    from ledger.postgres import connect
+
+    target = schema or settings.db_schema
+    with connect(settings, schema="public", autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"memledger:migrate:{target}",))
+        try:
+            command.upgrade(alembic_config(settings, schema), revision)
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"memledger:migrate:{target}",))
 
 
 def check(settings: Settings) -> None:
