@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from projections.hierarchy import HierarchyQuery, SessionTree
     from projections.history import HistoryEntry
     from projections.postgres.api_keys import ApiKey
-    from projections.redis import AnalyticsReport, CachedMemoryStore, TrendingReport
+    from projections.redis import AnalyticsReport, CachedMemoryStore, QueryCache, TrendingReport
     from projections.search import SearchHit, SearchQuery
     from projections.status import PartitionLag
     from replay.deadletters import DeadLetter, RedriveOutcome
@@ -348,8 +348,15 @@ class App:
 
     def query(self, query: MemoryQuery) -> QueryResult:
         """Memories matching `query`, through the query cache (the result says HIT, MISS or BYPASS)."""
-        scoped = replace(query, org_id=self._org(query.org_id), agent_id=self._agent(query.agent_id))
-        return self._memories().query(scoped)
+        return self._memories().query(self.scoped(query))
+
+    def scoped(self, query: MemoryQuery) -> MemoryQuery:
+        """`query` as this App runs it: in its org, and its agent's when the key is bound to one."""
+        return replace(query, org_id=self._org(query.org_id), agent_id=self._agent(query.agent_id))
+
+    def open_cache(self) -> QueryCache | None:
+        """The query cache `query` goes through, once a query has opened it (no I/O: None before)."""
+        return self._store.cache if self._store is not None else None
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         """Memories by meaning and words (`query.mode`: hybrid, semantic, text), best first, each

@@ -109,3 +109,64 @@ def test_stores_answer_the_same_on_both_paths(api: Api) -> None:
     with api.client(api.key("acme", "analyst")) as http:  # analysts do not write: 403 on both
         _same(http.post("/v1/memories", json={"agent_id": "bot", "content": "no"}),
               http.post("/v1/memories", params={"unknown": "1"}, json={"agent_id": "bot", "content": "no"}))
+
+
+def _on_loop(response: httpx.Response) -> bool:
+    return 'cache;desc="hit on the event loop"' in response.headers["Server-Timing"]
+
+
+def test_a_cache_hit_is_answered_on_the_event_loop_counted_once_and_never_stale(
+        api: Api, stored: dict[str, str]) -> None:
+    from ledger.connections import connect_redis
+    from projections.redis import cache_stats
+
+    params = {"tag": "travel", "limit": "5"}
+    with api.client(stored["key"]) as http:
+        first = http.get("/v1/memories", params=params)
+        hits = [http.get("/v1/memories", params=params) for _ in range(4)]
+        routed = http.get("/v1/memories", params={**params, "consistent_with": stored["token"]})
+        # Given a cached page, when another travel memory is stored and projected,
+        written = http.post("/v1/memories", json={"content": "fact 3", "tags": ["travel"], "importance": 0.5})
+        api.project(("memories",))
+        after = http.get("/v1/memories", params=params)
+        after_hit = http.get("/v1/memories", params=params)
+    assert first.headers["X-Cache-Status"] == "MISS" and not _on_loop(first)
+    for hit in hits:
+        assert hit.headers["X-Cache-Status"] == "HIT" and _on_loop(hit) and _fast(hit)
+        _same(hit, routed)
+    assert routed.headers["X-Cache-Status"] == "HIT" and not _on_loop(routed)
+    # then the next read is not served from the loop's cache: it misses and holds the new memory.
+    assert written.status_code == 201
+    assert after.headers["X-Cache-Status"] == "MISS" and not _on_loop(after)
+    assert "fact 3" in [item["content"] for item in after.json()["items"]]
+    assert _on_loop(after_hit) and after_hit.json() == after.json() | {"cache": "HIT"}
+    # Each request counted once: the loop's probe counts its hits, the thread path the misses.
+    stats = cache_stats(connect_redis(api.settings), api.settings.namespace)
+    assert (stats["hits"], stats["misses"]) == (6, 2)
+
+
+def test_the_probe_declines_when_redis_is_unreachable_or_a_cluster() -> None:
+    import asyncio
+    import socket
+
+    from ledger import Settings
+    from memledger.http.cache_probe import CacheProbe
+    from projections import MemoryQuery
+    from projections.redis import QueryCache
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # nothing listens once the socket closes
+    query = MemoryQuery("acme", limit=5)
+
+    async def probe(url: str) -> object:
+        settings = Settings(redis_url=url, database_url="postgresql://unused@127.0.0.1/x")
+        cache = QueryCache(None, "ml", "ml", 60)  # type: ignore[arg-type] - the probe uses its own client
+        probing = CacheProbe(settings)
+        try:
+            return await probing.rows(cache, query), probing.enabled
+        finally:
+            await probing.aclose()
+
+    assert asyncio.run(probe(f"redis://127.0.0.1:{closed_port}/0")) == (None, True)
+    assert asyncio.run(probe("redis+cluster://127.0.0.1:7000")) == (None, False)

@@ -3,8 +3,9 @@
     create_app(settings)                          API keys (Authorization: Bearer mlk_...)
     create_app(settings, insecure_no_auth=True)   X-Org / X-Agent headers, local development only
 
-The server keeps, in `app.state`: `gate` (authentication and the per-principal App pools) and
-`ops` (its own unscoped App for /health's namespace-wide figures). Both close at shutdown.
+The server keeps, in `app.state`: `gate` (authentication and the per-principal App pools),
+`ops` (its own unscoped App for /health's namespace-wide figures) and `cache_probe` (the asyncio
+Redis client that answers cached reads on the event loop). All close at shutdown.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from memledger.app import App
 
 from . import conversations, live, metrics, operations, problems, reads, search, writes
 from .auth import Gate
+from .cache_probe import CacheProbe
 from .fast_routes import FastRoutes
 from .middleware import BodyGuard, ServerTiming
 from .operations import OpsView
@@ -40,6 +42,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
     ops = OpsView(App.open(settings), insecure_no_auth)
     gate = Gate(settings, App.open(settings), insecure_no_auth)
     mcp = McpMount(gate)  # the MCP streamable-HTTP transport at /mcp
+    probe = CacheProbe(settings)  # cached GET /v1/memories answered on the event loop
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -47,11 +50,12 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> FastAPI
             async with mcp.running():  # the MCP sessions' task group lives as long as the app
                 yield
         finally:
+            await probe.aclose()
             gate.close()
             ops.close()
 
     api = FastAPI(title="memory-ledger", version="1", description=DESCRIPTION, lifespan=lifespan)
-    api.state.settings, api.state.gate, api.state.ops = settings, gate, ops
+    api.state.settings, api.state.gate, api.state.ops, api.state.cache_probe = settings, gate, ops, probe
     problems.install(api)
     api.include_router(search.router)  # before /v1/memories/{id}: "search" is not a memory id
     for module in (writes, reads, operations, conversations):

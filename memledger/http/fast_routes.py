@@ -32,10 +32,11 @@ from memledger.app import App
 from memledger.principal import Principal
 
 from .auth import Gate
+from .cache_probe import CacheProbe
 from .middleware import ASGIApp, Receive, Scope, Send, replay_body, timing_mark
 from .models import StoreIn
 from .problems import HttpProblem, problem_body, problem_for
-from .reads import memory_page
+from .reads import memory_page, page_body, page_query
 from .writes import store
 
 __all__ = ["FastRoutes"]
@@ -65,6 +66,7 @@ class FastRoutes:
 
     def __init__(self, app: ASGIApp, api: Any):
         self.app, self.api = app, api
+        self.probe: CacheProbe = api.state.cache_probe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = _HANDLERS.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
@@ -78,15 +80,18 @@ class FastRoutes:
             await self.app(scope, replay_body(body, receive), send)
 
     async def _run(self, scope: Scope, send: Send, principal: Principal, status: int,
-                   work: Callable[[App], tuple[dict[str, Any] | bytes, dict[str, str]]]) -> None:
-        """`work` on an App of the principal's pool, in a worker thread; its answer or its problem sent."""
+                   work: Callable[[App], tuple[dict[str, Any] | bytes, dict[str, str]]],
+                   on_loop: Callable[[App], Awaitable[tuple[bytes, dict[str, str]] | None]] | None = None) -> None:
+        """`work` on an App of the principal's pool, in a worker thread, unless `on_loop` answers
+        first on the event loop; the answer or its problem sent."""
         scope["route"] = _Route(scope["path"])  # what the metrics label a request with, as for a route
         pool = self.api.state.gate.pool
         app = pool.acquire(principal)
         timing_mark("handler", time.perf_counter())
         timing_mark("fast", 0.0)
         try:
-            body, headers = await asyncio.to_thread(work, app)
+            answer = await on_loop(app) if on_loop is not None else None
+            body, headers = answer if answer is not None else await asyncio.to_thread(work, app)
         except (LedgerError, HttpProblem) as error:
             problem = problem_for(error)
             status, body, headers = problem.status, problem_body(problem), dict(problem.headers)
@@ -122,7 +127,21 @@ async def _get_memories(self: FastRoutes, scope: Scope, _: bytes, send: Send) ->
         body, cache = memory_page(app, **args)
         return body, {"x-cache-status": cache}
 
-    await self._run(scope, send, principal, 200, work)
+    async def cached(app: App) -> tuple[bytes, dict[str, str]] | None:
+        cache = app.open_cache()
+        if cache is None:
+            return None  # the App's first query opens its store (and checks the schema) in a thread
+        try:
+            query = app.scoped(page_query(app, **args))
+        except LedgerError:
+            return None  # the thread path raises it again and answers its problem
+        rows = await self.probe.rows(cache, query)
+        if rows is None:
+            return None
+        timing_mark("loop", 0.0)
+        return page_body(query, rows, "HIT", args.get("limit", 20)), {"x-cache-status": "HIT"}
+
+    await self._run(scope, send, principal, 200, work, cached)
 
 
 def _query_args(scope: Scope) -> dict[str, Any]:

@@ -116,7 +116,8 @@ class ServerTiming:
     """`Server-Timing` on every response, in milliseconds up to its headers: `auth` (the key
     check), `wait` (a `consistent_with` read waiting for its write), `handler` (the route and the
     response's encoding, the wait excluded) where they happened, and `total` always; plus
-    `route;desc="fast"` when memledger/http/fast_routes.py answered.
+    `route;desc="fast"` when memledger/http/fast_routes.py answered, and `cache;desc=...` when
+    it answered a cache hit on the event loop (memledger/http/cache_probe.py).
 
     Parts are noted by `timing_mark` in a dict this middleware puts in a context variable."""
 
@@ -158,4 +159,5 @@ def _timing_header(marks: dict[str, float], started: float, now: float) -> str:
         parts.append(("handler", now - marks["handler"] - marks.get("wait", 0.0)))
     parts.append(("total", now - started))
     timed = ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in parts)
-    return timed + (', route;desc="fast"' if "fast" in marks else "")
+    timed += ', route;desc="fast"' if "fast" in marks else ""
+    return timed + (', cache;desc="hit on the event loop"' if "loop" in marks else "")

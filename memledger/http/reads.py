@@ -2,16 +2,16 @@
 
 Every read takes `consistent_with=<X-Consistency-Token>`: it first waits (at most
 `CONSISTENCY_WAIT_S`) until the read model has applied that write, else answers 503 with
-Retry-After. PostgreSQL reads wait for the `memories` projection (history for `archive`);
-trending, analytics and the feed are Redis read models that follow the ledger on their
-own: they wait for `memories` too, which is an approximation, not a guarantee.
+Retry-After. Each read waits for the projection that keeps what it reads: `memories` for
+memories, `archive` for history, and the Redis read models (trending, analytics, the feed)
+for their own projectors' checkpoints.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import date, datetime, timezone
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -35,6 +35,10 @@ from .models import (
 )
 from .middleware import timing_mark
 from .problems import PROBLEMS
+
+if TYPE_CHECKING:
+    from projections import MemoryQuery
+    from projections.query import Row
 
 __all__ = ["router"]
 
@@ -92,24 +96,38 @@ def memory_page(app: App, agent_id: str | None = None, tags: tuple[str, ...] = (
                 order: Literal["recent", "importance"] = "recent", limit: int = 20, cursor: str | None = None,
                 as_of: datetime | None = None) -> tuple[bytes, str]:
     """One page of `GET /v1/memories` from checked parameters (the route's, or the fast path's): its
-    JSON (a `MemoryPage`) and its cache status. Encoded straight from the read model's rows, with
-    the fields and formats pydantic would give, without a validation pass per row."""
+    JSON (a `MemoryPage`) and its cache status."""
+    query = page_query(app, agent_id, tags, match, min_importance, since, until, text, memory_type,
+                       session_id, order, limit, cursor)
+    if as_of is not None:
+        rows = app.as_of(None, agent_id, as_of, query)[:limit]  # a point in time is one page
+        return page_body(query, rows, "BYPASS", limit, more_pages=False), "BYPASS"
+    result = app.query(query)
+    return page_body(query, result.rows, result.cache, limit), result.cache
+
+
+def page_query(app: App, agent_id: str | None = None, tags: tuple[str, ...] = (),
+               match: Literal["any", "all"] = "any", min_importance: float | None = None,
+               since: datetime | None = None, until: datetime | None = None, text: str | None = None,
+               memory_type: str | None = None, session_id: str | None = None,
+               order: Literal["recent", "importance"] = "recent", limit: int = 20,
+               cursor: str | None = None) -> MemoryQuery:
+    """The read model query of a page: one row more than the page, to know whether another follows."""
     from projections import MemoryQuery
 
     after = h.decode_cursor(cursor) if cursor else None
-    query = MemoryQuery(app.tenant or "", agent_id, tuple(t.lower() for t in tags), match, min_importance,
-                        since, until, text, memory_type, session_id, order, limit + 1, after)
-    if as_of is not None:
-        rows, cache = app.as_of(None, agent_id, as_of, query), "BYPASS"
-        rows = rows[:limit]  # a point in time is one page
-    else:
-        result = app.query(query)
-        rows, cache = result.rows, result.cache
-    more = len(rows) > limit and as_of is None
+    return MemoryQuery(app.tenant or "", agent_id, tuple(t.lower() for t in tags), match, min_importance,
+                       since, until, text, memory_type, session_id, order, limit + 1, after)
+
+
+def page_body(query: MemoryQuery, rows: list[Row], cache: str, limit: int, more_pages: bool = True) -> bytes:
+    """A page's JSON (a `MemoryPage`), encoded straight from the read model's rows with the fields and
+    formats pydantic would give, without a validation pass per row."""
     page = rows[:limit]
+    more = more_pages and len(rows) > limit
     next_cursor = h.encode_cursor(query.page_key(page[-1])) if more else None
     items = [{name: row[name] for name in _ITEM_FIELDS} for row in page]
-    return orjson.dumps({"items": items, "next_cursor": next_cursor, "cache": cache}, option=orjson.OPT_UTC_Z), cache
+    return orjson.dumps({"items": items, "next_cursor": next_cursor, "cache": cache}, option=orjson.OPT_UTC_Z)
 
 
 #: The fields of each memory of a page, in the order of its schema (`MemoryOut`).

@@ -9,11 +9,13 @@
 -- KEYS[2]  {ns:qc:<org>}:e:<query hash>   the entry's key without its generations; the
 --                                         entry is KEYS[2] .. ':' .. <generations>
 --
--- ARGV[1]  get | put
+-- ARGV[1]  get | probe | put
 -- get:  ARGV[2..] the query's scopes
 --       returns {'hit', rows} | {'miss', generations} | {'busy'}: a batch touching a scope
 --       is in flight, so nothing cached may be served or stored (a projector crashed
 --       between begin and end keeps it busy until its partition's next batch heals it)
+-- probe: as get, but a miss or busy is not counted: the HTTP server's event loop probes for
+--       a hit, and on anything else the query goes on to a `get` that counts it
 -- put:  ARGV[2] ttl seconds, ARGV[3] rows, ARGV[4] the generations `get` returned,
 --       ARGV[5..] the query's scopes
 --       stores the rows under ARGV[4] only if the scopes are still there and idle;
@@ -34,10 +36,11 @@ local function generations(first)
   return table.concat(out, '.')
 end
 
-if ARGV[1] == 'get' then
+if ARGV[1] == 'get' or ARGV[1] == 'probe' then
+  local counted = ARGV[1] == 'get'
   local gens = generations(2)
   if not gens then
-    redis.call('HINCRBY', KEYS[1], 'misses', 1)
+    if counted then redis.call('HINCRBY', KEYS[1], 'misses', 1) end
     return {'busy'}
   end
   local rows = redis.call('GET', KEYS[2] .. ':' .. gens)
@@ -45,7 +48,7 @@ if ARGV[1] == 'get' then
     redis.call('HINCRBY', KEYS[1], 'hits', 1)
     return {'hit', rows}
   end
-  redis.call('HINCRBY', KEYS[1], 'misses', 1)
+  if counted then redis.call('HINCRBY', KEYS[1], 'misses', 1) end
   return {'miss', gens}
 end
 

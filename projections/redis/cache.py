@@ -138,6 +138,23 @@ class QueryCache:
             return Lookup("hit", rows=decode_rows(reply[1]))
         return Lookup(status, generations=text(reply[1]) if status == "miss" else None)
 
+    @property
+    def script_sha(self) -> str:
+        return self._script.sha
+
+    def probe_call(self, q: MemoryQuery) -> tuple[list[str], list[str]]:
+        """The keys and arguments of cache_lookup.lua's `probe` for `q`: a `get` that counts only hits,
+        for a caller with its own (asynchronous) client, who reads the reply with `fresh_rows`."""
+        return self._keys(q), ["probe", *scopes(q)]
+
+    def fresh_rows(self, reply: list[Any]) -> list[Row] | None:
+        """The rows of a probe's reply when it is a hit that `query` would serve, else None."""
+        if text(reply[0]) != "hit":
+            return None
+        rows = decode_rows(reply[1])
+        soonest = earliest_expiry(rows)
+        return rows if soonest is None or soonest > self.clock() else None
+
     def entry_ttl(self, rows: list[Row]) -> int:
         """Whole seconds an entry of `rows` may live: the TTL, capped at its first row's expiry."""
         soonest = earliest_expiry(rows)
