@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from http_server import Api, api  # noqa: F401 - the fixture
@@ -170,3 +171,47 @@ def test_the_probe_declines_when_redis_is_unreachable_or_a_cluster() -> None:
 
     assert asyncio.run(probe(f"redis://127.0.0.1:{closed_port}/0")) == (None, True)
     assert asyncio.run(probe("redis+cluster://127.0.0.1:7000")) == (None, False)
+
+
+def _batch(suffix: str) -> list[Any]:
+    """A batch of every kind of item: stored, duplicated, invalid, another org's, worker-only, not an object."""
+    return [{"type": "StoreMemory", "memory_id": f"m-{suffix}", "content": "a fact", "tags": ["x"]},
+            {"type": "StoreMemory", "memory_id": f"m-{suffix}", "content": "a fact", "tags": ["x"],
+             "idempotency_key": f"k-{suffix}"},
+            {"type": "StoreMemory", "content": ""}, {"type": "NoSuchCommand"},
+            {"type": "StoreMemory", "org_id": "globex", "content": "not mine"},
+            {"type": "ExpireMemory", "memory_id": f"m-{suffix}", "expires_at": "2026-01-01T00:00:00Z"}, 42]
+
+
+def _shape(results: list[dict[str, Any]], side: str) -> list[tuple[Any, ...]]:
+    """What must agree between the paths: all but positions and ids, which each write makes anew."""
+    return [(r["index"], r["ok"], r["status"], r["code"], (r["detail"] or "").replace(f"m-{side}", "m-?"),
+             r["version"], r["duplicate"], sorted(r)) for r in results]
+
+
+def test_batches_answer_the_same_on_both_paths(api: Api, stored: dict[str, str]) -> None:
+    with api.client(stored["key"]) as http:
+        for body_of in (lambda s: orjson.dumps(_batch(s)),
+                        lambda s: b"\n".join([*map(orjson.dumps, _batch(s)), b"{not json"]),
+                        lambda s: b'{"type": "StoreMemory"}', lambda s: orjson.dumps([{}] * 1001), lambda s: b"[]"):
+            content_type = "application/x-ndjson" if b"\n" in body_of("a") else "application/json"
+            answers = [http.post("/v1/commands", params=params, content=body_of(side),
+                                 headers={"Content-Type": content_type})
+                       for side, params in (("fast", {}), ("slow", {"unknown": "1"}))]
+            fast, slow = answers
+            assert _fast(fast) and not _fast(slow)
+            assert fast.status_code == slow.status_code and fast.headers["content-type"] == slow.headers["content-type"]
+            if fast.status_code == 200:
+                assert _shape(fast.json(), "fast") == _shape(slow.json(), "slow")
+                assert {k for k in fast.headers if k.startswith("x-ratelimit")} == {
+                    k for k in slow.headers if k.startswith("x-ratelimit")} != set()
+            else:
+                assert fast.json() == slow.json()
+    statuses = [r["status"] for r in _shape_source(api, stored)]
+    assert statuses == [200, 409, 422, 422, 404, 403, 422]
+
+
+def _shape_source(api: Api, stored: dict[str, str]) -> list[dict[str, Any]]:
+    with api.client(stored["key"]) as http:
+        results: list[dict[str, Any]] = http.post("/v1/commands", json=_batch("again")).json()
+    return results

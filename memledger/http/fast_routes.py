@@ -1,11 +1,11 @@
-"""The two hottest routes, `GET /v1/memories` and `POST /v1/memories`, served without FastAPI's
-per-request machinery when a request is plain.
+"""The hottest routes, `GET /v1/memories`, `POST /v1/memories` and `POST /v1/commands`, served
+without FastAPI's per-request machinery when a request is plain.
 
 A profile of `memledger serve` showed FastAPI's dependency solving, parameter binding and
 response-model passes costing several times what the App itself does for a cached query or a
 store. This ASGI layer answers a request that uses only the common parameters, with a key seen
 in the last 2 s, by calling the very functions the FastAPI routes call (`reads.memory_page`,
-`writes.store`) with the same models, and renders errors with the same problem table. Anything
+`writes.store`, `writes.send_batch`) with the same models, and renders errors with the same problem table. Anything
 else, and anything it is unsure of (another parameter, a value it does not check itself, a body
 the model refuses, a key to look up), goes on to the FastAPI route unchanged, which then
 answers exactly as before: the routes stay the single definition of the API and of its spec.
@@ -33,11 +33,11 @@ from memledger.principal import Principal
 
 from .auth import Gate
 from .cache_probe import CacheProbe
-from .middleware import ASGIApp, Receive, Scope, Send, replay_body, timing_mark
+from .middleware import PARSED_BODY, ASGIApp, Receive, Scope, Send, replay_body, timing_mark
 from .models import StoreIn
 from .problems import HttpProblem, problem_body, problem_for
 from .reads import memory_page, page_body, page_query
-from .writes import store
+from .writes import send_batch, store
 
 __all__ = ["FastRoutes"]
 
@@ -62,7 +62,7 @@ class _Fallthrough(Exception):
 
 
 class FastRoutes:
-    """ASGI middleware, innermost: answers plain GET and POST /v1/memories, passes on the rest."""
+    """ASGI middleware, innermost: answers the plain requests of `_HANDLERS`, passes on the rest."""
 
     def __init__(self, app: ASGIApp, api: Any):
         self.app, self.api = app, api
@@ -189,9 +189,26 @@ async def _post_memories(self: FastRoutes, scope: Scope, raw: bytes, send: Send)
     await self._run(scope, send, principal, 201, work)
 
 
+async def _post_commands(self: FastRoutes, scope: Scope, raw: bytes, send: Send) -> None:
+    content_type = _header(scope, b"content-type")
+    if scope.get("query_string") or content_type.split(";")[0].strip().lower() not in _BATCH_TYPES:
+        raise _Fallthrough
+    parsed = scope.get("state", {}).get(PARSED_BODY)  # BodyGuard's parse of a JSON body
+    principal = _principal(scope, self.api.state.gate)
+    await self._run(scope, send, principal, 200, lambda app: send_batch(app, principal, raw, parsed, content_type))
+
+
+_BATCH_TYPES = ("application/json", "application/x-ndjson")
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    return next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == name), "")
+
+
 _HANDLERS: dict[tuple[str, str], Callable[[FastRoutes, Scope, bytes, Send], Awaitable[None]]] = {
     ("GET", "/v1/memories"): _get_memories,
     ("POST", "/v1/memories"): _post_memories,
+    ("POST", "/v1/commands"): _post_commands,
 }
 
 

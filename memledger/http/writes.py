@@ -175,14 +175,14 @@ async def send_commands(request: Request, app: AppDep, who: CallerDep) -> Respon
     body = await request.body()  # read here, in the event loop; parsed and sent in a worker thread
     parsed = getattr(request.state, PARSED_BODY, None)  # BodyGuard's parse of a JSON body
     content_type = request.headers.get("content-type", "")
-    answer, headers = await run_in_threadpool(_send_batch, app, who, body, parsed, content_type)
+    answer, headers = await run_in_threadpool(send_batch, app, who, body, parsed, content_type)
     return Response(answer, media_type="application/json", headers=headers)
 
 
-def _send_batch(app: App, who: Principal, body: bytes, parsed: Any,
+def send_batch(app: App, who: Principal, body: bytes, parsed: Any,
                 content_type: str) -> tuple[bytes, dict[str, str]]:
-    """The batch's results as JSON (a list of `CommandResult`, encoded without a validation pass
-    per item) and the rate-limit headers."""
+    """`POST /v1/commands` (the route's, or the fast path's): the batch's results as JSON (a list of
+    `CommandResult`, encoded without a validation pass per item) and the rate-limit headers."""
     items = _batch(body, parsed, content_type)
     commands = [_defaults(i, who) for i in items if isinstance(i, dict)]
     sent = iter(app.send_many(commands) if commands else [])
