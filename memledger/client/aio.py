@@ -70,8 +70,9 @@ class AsyncClient(ClientBase):
 
     async def run(self, call: Call[T]) -> T:
         try:
-            response = await self.http.request(call.method, call.path, params=self._params(call), json=call.json,
-                                               headers=call.headers)
+            content, headers = call.body()
+            response = await self.http.request(call.method, call.path, params=self._params(call),
+                                               content=content, headers=headers)
         except httpx.TransportError as e:
             raise unreachable(self.base_url, e) from e
         return self._finish(call, response)

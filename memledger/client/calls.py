@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
+import orjson
 
 from ledger.errors import CommandError, StoreUnavailable
 from memledger.views import StatsReport
@@ -55,6 +56,13 @@ class Call(Generic[T]):
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     read: bool = False  # a read: it carries the client's consistency token
+
+    def body(self) -> tuple[bytes | None, dict[str, str]]:
+        """The request body and headers: JSON encoded by orjson, several times faster than the
+        standard library's encoder httpx would use for a batch of commands."""
+        if self.json is None:
+            return None, self.headers
+        return orjson.dumps(self.json), {**self.headers, "Content-Type": "application/json"}
 
 
 def _clean(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -77,8 +77,9 @@ class Client(ClientBase):
     def run(self, call: Call[T]) -> T:
         """Send one `Call` and decode its answer (raises the ledger error a problem names)."""
         try:
-            response = self.http.request(call.method, call.path, params=self._params(call), json=call.json,
-                                         headers=call.headers)
+            content, headers = call.body()
+            response = self.http.request(call.method, call.path, params=self._params(call), content=content,
+                                         headers=headers)
         except httpx.TransportError as e:
             raise unreachable(self.base_url, e) from e
         return self._finish(call, response)
