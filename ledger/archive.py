@@ -330,7 +330,9 @@ def archive_estimate(conn: psycopg.Connection[Any], partition: int, after: str =
                      until: str | None = None) -> int:
     """About how many archived events of `partition` lie in (after, until]: exact while the
     archive is small, else the planner's estimate (counting a large range visits every row)."""
-    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass('event_archive')").fetchone()
+    # A partitioned parent has no reltuples of its own (autovacuum never analyses it): its months'.
+    row = conn.execute("SELECT sum(greatest(c.reltuples, 0)) FROM pg_partition_tree(to_regclass('event_archive')) t"
+                       " JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf").fetchone()
     if row is None or row[0] is None or row[0] < EXACT_BELOW:  # -1: never analysed
         return archive_count(conn, partition, after, until)
     plan = conn.execute("EXPLAIN (FORMAT JSON) SELECT 1" + _RANGE, _range_args(partition, after, until)).fetchone()
