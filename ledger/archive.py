@@ -74,8 +74,8 @@ from .settings import Settings
 
 __all__ = ["COLUMNS", "Coverage", "HistoryGap", "agent_history", "archive_count", "archive_estimate", "copy_rows",
            "coverage", "ensure_months", "event_at", "event_by_id", "find_event", "insert", "known_gaps",
-           "later_of_subject", "month_bounds", "month_table", "months", "newest_archived", "read_archive", "read_from", "stream_range", "subject_history", "trimmed_key",
-           "trimmed_through"]
+           "later_of_subject", "month_bounds", "month_of", "month_table", "months", "newest_archived",
+           "read_archive", "read_from", "stream_range", "subject_history", "trimmed_key", "trimmed_through"]
 
 log_ = logging.getLogger("memledger.archive")
 PAGE = 5000
@@ -180,8 +180,9 @@ def copy_rows(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> N
 
 # -- time partitions ---------------------------------------------------------------------
 
-#: Months known to exist, per connection (committed: a month created in a transaction that
-#: later rolled back is not remembered, so it is looked for, and created, again).
+#: Months known to exist, per connection. A month is remembered when the catalog shows it at
+#: the start of a batch, not when the batch creates it: if that batch rolls back, the next one
+#: looks for the month, and creates it, again.
 _MONTHS: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[tuple[int, int]]] = weakref.WeakKeyDictionary()
 _EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 _CREATE = "CREATE TABLE IF NOT EXISTS {0} (LIKE event_archive INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"

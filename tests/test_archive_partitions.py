@@ -81,8 +81,8 @@ FROM generate_series(0, %(n)s - 1) i
 """
 
 
-def test_migrating_a_non_partitioned_archive_keeps_every_row_in_its_month(settings: Settings,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migrating_a_non_partitioned_archive_keeps_every_row_in_its_month(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an archive of revision 0004 (one plain table) holding rows over 14 months
     migrate.upgrade(settings, "0004")
     start, step, n = _ms(2025, 11, 1), 3_600_000 * 7, 1500  # every 7 hours: Nov 2025 .. Dec 2026

@@ -44,7 +44,8 @@ _COLUMNS = """
     body jsonb NOT NULL
 """
 _INDEXES = ("CREATE UNIQUE INDEX event_archive_position ON event_archive (partition, stream_ms, stream_seq)",
-            "CREATE INDEX event_archive_subject ON event_archive (org_id, subject_id, partition, stream_ms, stream_seq)",
+            "CREATE INDEX event_archive_subject ON event_archive"
+            " (org_id, subject_id, partition, stream_ms, stream_seq)",
             "CREATE INDEX event_archive_agent_time ON event_archive (org_id, agent_id, occurred_at)")
 _OLD_INDEXES = ("event_archive_pkey", "event_archive_position", "event_archive_subject", "event_archive_agent_time")
 # The months from the oldest archived row (or now) through next month, in UTC.
