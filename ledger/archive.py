@@ -32,6 +32,14 @@ jumped over. Two kinds:
   when the stream holds nothing the archive does (the benchmark's case). On Redis 6.2 (no
   `entries-added`) only the part the stream still holds is checked.
 
+Time partitions. `event_archive` is partitioned by month of stream time (`stream_ms`, the
+Redis clock that orders the ledger), one table `event_archive_yYYYYmMM` per month: a month
+is then a contiguous range of positions of every ledger partition, so reads by position
+prune to the months they span, and retiring old months removes a prefix of history (which
+the gap checks above recognise) rather than holes. There is no default partition: each
+writer creates the partitions of its rows' months before writing them (`ensure_months`),
+so a row can never land in a catch-all table that would later block creating its month.
+
 This module is the archive's only door: every statement on `event_archive` is here (the
 archive projection's inserts, history and event look-ups for queries and workers, the
 counts a rebuild plans with). Connections come from `ledger.postgres`.
@@ -42,10 +50,12 @@ from __future__ import annotations
 from ledger.errors import HistoryGap
 
 import logging
+import weakref
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -63,9 +73,9 @@ from .postgres import connect, translated
 from .settings import Settings
 
 __all__ = ["COLUMNS", "Coverage", "HistoryGap", "agent_history", "archive_count", "archive_estimate", "copy_rows",
-           "coverage", "event_at", "event_by_id", "find_event", "insert", "known_gaps", "later_of_subject",
-           "newest_archived", "read_archive", "read_from", "stream_range", "subject_history", "trimmed_key",
-           "trimmed_through"]
+           "coverage", "ensure_months", "event_at", "event_by_id", "find_event", "insert", "known_gaps",
+           "later_of_subject", "month_bounds", "month_of", "month_table", "months", "newest_archived",
+           "read_archive", "read_from", "stream_range", "subject_history", "trimmed_key", "trimmed_through"]
 
 log_ = logging.getLogger("memledger.archive")
 PAGE = 5000
@@ -73,9 +83,11 @@ PAGE = 5000
 #: tail (the archive projector far behind) leaves the part the stream holds unchecked.
 TAIL_LIMIT = 10_000
 EXACT_BELOW = 200_000  # archive rows up to which estimates are exact counts
+# The plain bounds on stream_ms repeat the row comparison's: the planner prunes months by them
+# (it does not by a row comparison).
 _RANGE = """
 FROM event_archive WHERE partition = %(p)s AND (stream_ms, stream_seq) > (%(a_ms)s, %(a_seq)s)
-  AND (stream_ms, stream_seq) <= (%(u_ms)s, %(u_seq)s)
+  AND (stream_ms, stream_seq) <= (%(u_ms)s, %(u_seq)s) AND stream_ms BETWEEN %(a_ms)s AND %(u_ms)s
 """
 _SELECT = ("SELECT stream_ms, stream_seq, subject_version, schema_version, body::text"
            + _RANGE + "ORDER BY stream_ms, stream_seq")
@@ -140,7 +152,9 @@ _INSERT = (f"INSERT INTO event_archive ({_COLUMN_LIST}) SELECT {_COLUMN_LIST}"
 
 def insert(cur: psycopg.Cursor[Any], events: Sequence[RecordedEvent]) -> None:
     """Archive `events` inside the caller's transaction, each body as stored (its original
-    schema version; upcast on read). An event archived already violates the unique key."""
+    schema version; upcast on read). An event archived already violates the unique key
+    (its position, or its event id with its month: both include the partition key)."""
+    ensure_months(cur.connection, (r.position.key[0] for r in events))
     cur.execute(_INSERT, (orjson.dumps([_row(r) for r in events]).decode(),))
 
 
@@ -154,10 +168,78 @@ def _row(r: RecordedEvent) -> dict[str, object]:
 
 def copy_rows(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> None:
     """COPY raw rows (values in `COLUMNS` order; the body as JSON text) into the archive, in the
-    caller's transaction: the fastest way in, for loading history in bulk (the benchmark)."""
-    with conn.cursor() as cur, cur.copy(f"COPY event_archive ({_COLUMN_LIST}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+    caller's transaction: the fastest way in, for loading history in bulk (the benchmark).
+    One COPY per chunk of rows, the months of each chunk created first."""
+    it = iter(rows)
+    while chunk := list(islice(it, PAGE * 10)):
+        ensure_months(conn, (int(row[2]) for row in chunk))
+        with conn.cursor() as cur, cur.copy(f"COPY event_archive ({_COLUMN_LIST}) FROM STDIN") as copy:
+            for row in chunk:
+                copy.write_row(row)
+
+
+# -- time partitions ---------------------------------------------------------------------
+
+#: Months known to exist, per connection. A month is remembered when the catalog shows it at
+#: the start of a batch, not when the batch creates it: if that batch rolls back, the next one
+#: looks for the month, and creates it, again.
+_MONTHS: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[tuple[int, int]]] = weakref.WeakKeyDictionary()
+_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+_CREATE = "CREATE TABLE IF NOT EXISTS {0} (LIKE event_archive INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+# ATTACH takes a SHARE UPDATE EXCLUSIVE lock on event_archive, which neither reads nor inserts
+# wait for (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE and stall every reader
+# behind any long replay); it builds the month's indexes on the empty table at once.
+_ATTACH = "ALTER TABLE event_archive ATTACH PARTITION {0} FOR VALUES FROM ({1}) TO ({2})"  # DDL: no parameters
+
+
+def month_of(ms: int) -> tuple[int, int]:
+    """(year, month) of a stream time in milliseconds, in UTC."""
+    t = datetime.fromtimestamp(ms / 1000, UTC)
+    return t.year, t.month
+
+
+def month_table(year: int, month: int) -> str:
+    """The name of the archive's partition holding `year`-`month`: event_archive_y2026m12."""
+    return f"event_archive_y{year:04d}m{month:02d}"
+
+
+def month_bounds(year: int, month: int) -> tuple[int, int]:
+    """[first, next month's first) millisecond of `year`-`month`, in UTC: the partition's range."""
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def ensure_months(conn: psycopg.Connection[Any], stream_ms: Iterable[int]) -> None:
+    """Create the archive's partitions for the months of `stream_ms` that lack one, in the
+    caller's transaction (schema: the connection's search_path). Nothing after the first time
+    a connection sees a month; then one catalog look-up; creating one takes an advisory lock,
+    so writers of several ledger partitions reaching a new month create it once."""
+    known = _MONTHS.setdefault(conn, set())
+    for year, month in sorted({month_of(ms) for ms in stream_ms} - known):
+        name = month_table(year, month)
+        row = conn.execute(_EXISTS, (name,)).fetchone()
+        if row is not None and row[0]:
+            known.add((year, month))
+            continue
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (f".{name}",))
+        row = conn.execute(_EXISTS, (name,)).fetchone()  # another writer may have created it meanwhile
+        if row is None or not row[0]:
+            conn.execute(_CREATE.format(_ident(name)))
+            conn.execute(_ATTACH.format(_ident(name), *map(int, month_bounds(year, month))))
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def months(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+    """The archive's month partitions attached now (name, rows counted), oldest first."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = to_regclass('event_archive') ORDER BY c.relname").fetchall()
+    return [(str(name), int((conn.execute(f"SELECT count(*) FROM {_ident(str(name))}").fetchone() or (0,))[0]))
+            for (name,) in rows]
 
 
 # -- what the archive lacks ------------------------------------------------------------
@@ -249,7 +331,9 @@ def archive_estimate(conn: psycopg.Connection[Any], partition: int, after: str =
                      until: str | None = None) -> int:
     """About how many archived events of `partition` lie in (after, until]: exact while the
     archive is small, else the planner's estimate (counting a large range visits every row)."""
-    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass('event_archive')").fetchone()
+    # A partitioned parent has no reltuples of its own (autovacuum never analyses it): its months'.
+    row = conn.execute("SELECT sum(greatest(c.reltuples, 0)) FROM pg_partition_tree(to_regclass('event_archive')) t"
+                       " JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf").fetchone()
     if row is None or row[0] is None or row[0] < EXACT_BELOW:  # -1: never analysed
         return archive_count(conn, partition, after, until)
     plan = conn.execute("EXPLAIN (FORMAT JSON) SELECT 1" + _RANGE, _range_args(partition, after, until)).fetchone()

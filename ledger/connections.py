@@ -26,6 +26,12 @@ def database_url(settings: Settings) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+def read_database_url(settings: Settings) -> str:
+    """Where read-only queries go: the replica (`database_read_url`), else the database itself."""
+    url = settings.database_read_url
+    return database_url(settings) if url is None else url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 def sqlalchemy_url(settings: Settings) -> str:
     return database_url(settings).replace("postgresql://", "postgresql+psycopg://", 1)
 

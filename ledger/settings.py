@@ -19,6 +19,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     database_url: str | None = None
+    # Read-only queries (memories, history, search, conversations, and the checkpoints a
+    # `consistent_with` read waits on) go here when set: a streaming replica of database_url.
+    database_read_url: str | None = None
     namespace: str = Field(default="ml", pattern=r"^[a-z][a-z0-9_]{0,30}$")
     partitions: int = Field(default=8, ge=1, le=1024)
     home: Path = Path.home() / ".memledger"

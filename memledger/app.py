@@ -336,13 +336,23 @@ class App:
         """Return once `projection` has applied the receipt's position (read-your-writes); `Timeout` else.
         The memories and the archive are waited on through the query connection; any other
         projection (a Redis read model included) through its own checkpoint store."""
-        if projection in ("memories", "archive"):  # checkpointed beside the memories, in PostgreSQL
+        if projection in ("memories", "archive") or self._read_on_replica(projection):
+            # Checkpointed in PostgreSQL and read on the query connection: with a replica, its
+            # applied checkpoint (the table replicates) is what says the read will see the write.
             self._memories().wait_for(receipt, timeout, projection)
             return
         from projections.checkpoints import wait_applied
 
         model = self._projection(projection)
         wait_applied(lambda: model.checkpoints().get(receipt.partition), receipt, timeout, projection)
+
+    def _read_on_replica(self, projection: str) -> bool:
+        """Whether `projection` is read on the replica (a PostgreSQL one, with a read URL set)."""
+        from projections.postgres.base import PostgresProjection
+        from projections.registry import projection_class
+
+        return self.settings.database_read_url is not None and issubclass(
+            projection_class(projection), PostgresProjection)  # type: ignore[arg-type]
 
     # -- analysts: memories -------------------------------------------------------------------
 

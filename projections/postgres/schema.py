@@ -59,7 +59,8 @@ event_archive = Table(
     "event_archive", metadata,
     Column("event_id", UUID(as_uuid=True), primary_key=True),
     Column("partition", SmallInteger, nullable=False),
-    Column("stream_ms", BigInteger, nullable=False),
+    # The partition key (monthly ranges, migration 0005), so it is part of every unique key.
+    Column("stream_ms", BigInteger, primary_key=True),
     Column("stream_seq", Integer, nullable=False),
     Column("org_id", Text, nullable=False),
     Column("agent_id", Text, nullable=False),
@@ -72,6 +73,7 @@ event_archive = Table(
     Index("event_archive_position", "partition", "stream_ms", "stream_seq", unique=True),
     Index("event_archive_subject", "org_id", "subject_id", "partition", "stream_ms", "stream_seq"),
     Index("event_archive_agent_time", "org_id", "agent_id", "occurred_at"),
+    postgresql_partition_by="RANGE (stream_ms)",
 )
 
 memories = Table(

@@ -16,6 +16,7 @@ from typing import Any
 
 
 from ledger.errors import SemanticSearchUnavailable
+from ledger.connections import read_database_url
 from ledger.postgres import connect, translated
 from ledger.settings import Settings
 
@@ -43,7 +44,7 @@ class SearchStore:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.conn = connect(settings, autocommit=True)
+        self.conn = connect(read_database_url(settings), settings.db_schema, autocommit=True)  # a replica, if set
 
     def close(self) -> None:
         self.conn.close()

@@ -63,6 +63,12 @@ ORDER BY c.relname
 """
 
 
+def _partitions(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+    rows = conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                        " WHERE i.inhparent = to_regclass(%s)", (quote(schema, table),)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def shadow_schema(settings: Settings, name: str, kind: str = "rebuild") -> str:
     """`<ns>_rebuild_<name>` (a rebuild's) or `<ns>_verify_<name>` (verify's own, so the two
     never share a shadow)."""
@@ -138,7 +144,10 @@ class PostgresShadow:
         if self.conn.execute("SELECT to_regclass(%s)", (deferred,)).fetchone() in (None, (None,)):
             return
         for name, definition in self.conn.execute(f"SELECT name, definition FROM {deferred} ORDER BY name").fetchall():
-            self.conn.execute(str(definition).replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+            # A partitioned table's index is defined `ON ONLY` the parent: built as such it would
+            # stay invalid, with no index on its partitions; built plainly it covers them all.
+            statement = str(definition).replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+            self.conn.execute(statement.replace(" ON ONLY ", " ON ", 1))
             self.conn.execute(f"DELETE FROM {deferred} WHERE name = %s", (name,))
         self.conn.execute(f"DROP TABLE {deferred}")
 
@@ -239,7 +248,11 @@ class PostgresShadow:
                 table = quote(self.live_schema, t)
                 self._lock(lambda: conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"), table)
             for t in self.tables:
-                conn.execute(f"DROP TABLE {quote(self.live_schema, t)}")
+                conn.execute(f"DROP TABLE {quote(self.live_schema, t)}")  # with its partitions, if any
+                # SET SCHEMA moves a partitioned table alone: its partitions (the archive's
+                # months) are moved one by one, or the shadow's DROP SCHEMA would take them.
+                for part in _partitions(conn, self.shadow, t):
+                    conn.execute(f"ALTER TABLE {quote(self.shadow, part)} SET SCHEMA {quote(self.live_schema)}")
                 conn.execute(f"ALTER TABLE {quote(self.shadow, t)} SET SCHEMA {quote(self.live_schema)}")
             live = self._move_bookkeeping(conn)
             conn.execute(f"DROP SCHEMA {quote(self.shadow)} CASCADE")

@@ -33,6 +33,11 @@ How (keys and arguments in projections/lua/cache_lookup.lua and cache_invalidate
   seconds rounded down; under a second to go, it is not stored), and a hit holding a row
   already past its expiry by the store's clock (Redis' relative TTL started a little after
   that clock was read, or the clock is not the wall clock) is recomputed, never served.
+- Reads from a replica (`Settings.database_read_url`) look entries up but never store one:
+  the argument above needs the SQL that starts after E's `end` to see E, and a replica may
+  not have replayed E yet, so its result could be filed under generations it does not
+  reflect. Entries stored by readers of the primary are still served (a replica reader
+  that waited for a consistency token sees at least what they saw).
 - Entries expire after the TTL (Settings.cache_ttl_seconds). `invalidate_all` bumps
   every org's epoch (after a rebuild swaps the memories tables). When Redis is
   unreachable queries still answer, from PostgreSQL, with cache status BYPASS.
@@ -52,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis
 
-from ledger.connections import connect_redis, database_url
+from ledger.connections import connect_redis, read_database_url
 from ledger.errors import StoreUnavailable
 from ledger.scripts import LuaScript
 from ledger.settings import Settings
@@ -123,8 +128,10 @@ class Lookup:
 class QueryCache:
     """Cached `MemoryQuery` results of one namespace (reader side)."""
 
-    def __init__(self, client: redis.Redis, namespace: str, schema: str, ttl_s: int, clock: Clock = utc_now):
+    def __init__(self, client: redis.Redis, namespace: str, schema: str, ttl_s: int, clock: Clock = utc_now,
+                 fill: bool = True):
         self.client, self.namespace, self.schema, self.ttl_s = client, namespace, schema, ttl_s
+        self.fill = fill  # False: results computed here are not stored (a replica's; module docstring)
         self.clock = clock  # the time expiry is judged by, as the store computing the rows judges it
         self._script = LuaScript(client, "cache_lookup.lua", package="projections")
 
@@ -181,6 +188,8 @@ class QueryCache:
             # Not stored again: the entry's TTL (capped at that expiry) ends it within moments.
             return QueryResult(compute(q).rows, "MISS", {"cache_reason": "a cached memory expired"})
         rows = compute(q).rows
+        if not self.fill:
+            return QueryResult(rows, "MISS", {"cache_reason": "read from a replica: not cached"})
         if found.generations is not None:
             try:
                 self.store(q, found.generations, rows)
@@ -194,9 +203,9 @@ class CachedMemoryStore(MemoryStore):
     """A MemoryStore whose `query` goes through the Redis query cache."""
 
     def __init__(self, conninfo: str, schema: str, client: redis.Redis, namespace: str, ttl_s: int,
-                 clock: Clock = utc_now):
+                 clock: Clock = utc_now, fill: bool = True):
         super().__init__(conninfo, schema, clock)
-        self.cache = QueryCache(client, namespace, schema, ttl_s, clock)
+        self.cache = QueryCache(client, namespace, schema, ttl_s, clock, fill)
 
     def query(self, q: MemoryQuery) -> QueryResult:
         return self.cache.query(q, super().query)
@@ -207,9 +216,11 @@ class CachedMemoryStore(MemoryStore):
 
 
 def open_cached_store(settings: Settings, clock: Clock = utc_now) -> CachedMemoryStore:
-    """The namespace's memories behind the query cache (connecting raises StoreUnavailable)."""
-    return CachedMemoryStore(database_url(settings), settings.db_schema, connect_redis(settings),
-                             settings.namespace, settings.cache_ttl_seconds, clock)
+    """The namespace's memories behind the query cache (connecting raises StoreUnavailable), read
+    from the replica when `database_read_url` is set."""
+    return CachedMemoryStore(read_database_url(settings), settings.db_schema, connect_redis(settings),
+                             settings.namespace, settings.cache_ttl_seconds, clock,
+                             fill=settings.database_read_url is None)
 
 
 # -- the writer side -----------------------------------------------------------------------
