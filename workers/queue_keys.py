@@ -31,7 +31,7 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
 @dataclass(frozen=True)
 class QueueDepth:
     ready: int
-    in_flight: int
+    in_flight: int | None  # fetched by a consumer, not yet acked; None: the broker does not tell (RabbitMQ)
     delayed: int  # waiting for a retry's backoff
     dead: int  # dramatiq's dead letters (kept for a week)
 
