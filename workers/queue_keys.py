@@ -55,6 +55,11 @@ class WorkerRedis:
         self.client, self.keys = client, WorkerKeys(namespace)
 
     @classmethod
+    def at(cls, url: str, namespace: str) -> WorkerRedis:
+        """The workers' keys of `namespace` on the Redis at `url` (a separate broker Redis)."""
+        return cls(redis.Redis.from_url(url), namespace)
+
+    @classmethod
     def of(cls, log: EventLog) -> WorkerRedis:
         """The workers' keys beside `log`, on its server."""
         return cls(log.redis_client_for_workers(), log.namespace)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import redis
-
 from ledger.eventlog import EventLog
 from ledger.settings import Settings
 
@@ -35,4 +33,4 @@ def queue_reader(settings: Settings | None, log: EventLog) -> QueueReader:
         from .rabbitmq import RabbitQueues
 
         return RabbitQueues(settings.broker_url, settings.namespace)
-    return WorkerRedis(redis.Redis.from_url(settings.broker_url), settings.namespace)
+    return WorkerRedis.at(settings.broker_url, settings.namespace)
