@@ -25,6 +25,11 @@ class DurabilityError(ConfigurationError):
     """The Redis server would lose acknowledged events on restart."""
 
 
+class BrokerRequired(ConfigurationError):
+    """The workers have no broker they can run on: the ledger's Redis is a cluster (which
+    dramatiq's Redis broker cannot use) and MEMLEDGER_BROKER_URL names no other (exit code 3)."""
+
+
 class StoreUnavailable(LedgerError):
     """Redis or PostgreSQL could not be reached; transient, safe to retry."""
 

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     # Read-only queries (memories, history, search, conversations, and the checkpoints a
     # `consistent_with` read waits on) go here when set: a streaming replica of database_url.
     database_read_url: str | None = None
+    broker_url: str | None = None  # the workers' dramatiq broker: amqp:// (RabbitMQ), redis://; unset: redis_url's
     namespace: str = Field(default="ml", pattern=r"^[a-z][a-z0-9_]{0,30}$")
     partitions: int = Field(default=8, ge=1, le=1024)
     home: Path = Path.home() / ".memledger"

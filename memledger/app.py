@@ -317,7 +317,7 @@ class App:
             if self._queue is None:
                 from workers.ingest import SessionQueue
 
-                self._queue = SessionQueue(self._bus(self.system), self._memories().conn)
+                self._queue = SessionQueue(self._bus(self.system), self._memories().conn, self.settings)
         except LedgerError:
             self._no_queue = True
             return None
@@ -547,7 +547,7 @@ class App:
         self._maintenance("session retry")
         if not self.system:
             raise NotPermitted("a retry appends an internal command: open the App with system=True")
-        queue = SessionQueue(self._bus(True), self._memories().conn)
+        queue = SessionQueue(self._bus(True), self._memories().conn, self.settings)
         return queue.retry(self._org(org), session_id, self._agent(agent), reason, force)
 
     def processing_status(self) -> WorkerStatus:
@@ -561,7 +561,8 @@ class App:
         if self.tenant is None:
             self._operator("worker status")
         conn = self._memories().conn
-        return collect(self._ledger(), conn, self.settings.worker_heartbeat_timeout_ms / 1000, self.tenant)
+        return collect(self._ledger(), conn, self.settings.worker_heartbeat_timeout_ms / 1000, self.tenant,
+                       self.settings)
 
     def cleanup(self, retention_days: int | None = None) -> MaintenanceReport:
         """One round of expiry and retention now (of the App's org only when scoped): memories past
@@ -578,8 +579,10 @@ class App:
     def run_workers(self, processes: int, threads: int, enqueuer: bool, maintenance: bool,
                     stop: threading.Event) -> None:
         """Migrate, then run the dramatiq workers, the enqueuer and maintenance until `stop` is set."""
+        from workers.broker import broker_kind
         from workers.supervisor import Supervisor, WorkerOptions
 
+        broker_kind(self.settings)  # a cluster ledger with no broker to use: one line, exit 3, nothing started
         self.migrate()
         self.check_ledger()  # refuse a volatile Redis here, before any child starts
         options = WorkerOptions(processes, threads, enqueuer=enqueuer, maintenance=maintenance)

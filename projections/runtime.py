@@ -160,6 +160,7 @@ class Projector:
             finally:
                 if self.leases is not None:
                     self.leases.release(sorted(self._held))
+                    self.leases.leave()  # the others take our share at their next round
         return self.stats
 
     def _loop(self, stop: threading.Event, targets: dict[int, str] | None, block: int | None,
@@ -208,9 +209,10 @@ class Projector:
         now = time.monotonic()
         if now - self._lease_checked < self.options.lease_ttl_ms / 3000:
             return False
-        held = self._retrying(lambda: self.leases.take(self.partitions))  # type: ignore[union-attr]
-        if lost := self._held - held:
-            log.warning("%s: lost the lease on partitions %s", self.projection.name, sorted(lost))
+        # Its fair share only, so that N processes of one projection split the partitions.
+        held = self._retrying(lambda: self.leases.take_share(self.partitions, self._held))  # type: ignore[union-attr]
+        if held != self._held:  # a share released to a newcomer, a dead member's taken, a lease lost
+            log.info("%s: now holding partitions %s", self.projection.name, sorted(held))
         changed, self._held, self._lease_checked = held != self._held, held, now
         return changed
 

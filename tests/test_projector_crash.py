@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,7 +18,11 @@ import pytest
 from commands import open_bus
 from ledger import Settings, open_log
 from ledger.connections import database_url
+from ledger.events import stream_id_key
+from projections.lease import Leases
+from projections.postgres.checkpoint_table import PostgresCheckpoints
 from projections.postgres import migrate
+from replay.verify import verify
 
 from workload import clean_digest, live_digest, send_all, workload
 
@@ -88,3 +95,65 @@ def test_a_second_projector_takes_over_the_lease_of_a_killed_one(settings: Setti
     _, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0, err.decode()
     assert live_digest(settings) == clean_digest(settings)
+
+
+
+def _holders(log: Any, settings: Settings) -> list[str | None]:
+    """Each partition's lease holder (its token), None where the lease is free."""
+    keys = [Leases(log, "memories", 1000).key(p) for p in range(settings.partitions)]
+    return [None if v is None else v.decode() for v in log.client.mget(keys)]
+
+
+def _pids(holders: list[str | None]) -> Counter[str | None]:
+    """Partitions held per process id (tokens are host:pid:random)."""
+    return Counter(None if h is None else h.split(":")[1] for h in holders)
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.02)
+
+
+def _caught_up(settings: Settings, heads: dict[int, str]) -> bool:
+    with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
+        stored = PostgresCheckpoints(conn, "memories").load()
+    return all(stream_id_key(stored.get(p, "0-0")) >= stream_id_key(h) for p, h in heads.items())
+
+
+def test_two_projector_processes_split_the_partitions_and_one_takes_over_a_killed_ones(settings: Settings) -> None:
+    ttl_ms, half = 1500, settings.partitions // 2
+    migrate.upgrade(settings)
+    bus = open_bus(settings)
+    send_all(bus, workload(1_000, seed=14))
+    log = open_log(settings)
+    # Given two projector processes of one projection
+    first, second = _projector(settings, lease_ttl_ms=ttl_ms), _projector(settings, lease_ttl_ms=ttl_ms)
+    try:
+        # Then they split the partitions, half each
+        _wait_for(lambda: _pids(_holders(log, settings)) == {str(first.pid): half, str(second.pid): half}, 60,
+                  lambda: f"the leases were not split: {_holders(log, settings)}")
+        # When the first is SIGKILLed
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = time.monotonic()
+        # Then the second holds every partition within the lease TTL plus one renewal interval (TTL/3),
+        # plus a second for a loaded machine's scheduling
+        _wait_for(lambda: _pids(_holders(log, settings)) == {str(second.pid): settings.partitions}, 30,
+                  lambda: f"the survivor did not take over: {_holders(log, settings)}")
+        took = time.monotonic() - killed_at
+        assert took <= ttl_ms / 1000 * 4 / 3 + 1.0, f"took {took:.2f}s over a {ttl_ms} ms lease"
+        # ... and projects what arrives next on every partition
+        send_all(bus, workload(1_000, seed=15))
+        heads = {p: h for p in range(settings.partitions) if (h := log.head(p))}
+        _wait_for(lambda: _caught_up(settings, heads), 60, lambda: "the survivor did not catch up")
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log.close()
+    # ... and the read model verifies against a rebuild of the ledger
+    result = verify(settings, "memories")
+    assert result.agree and result.applied > 0, result.differences

@@ -7,7 +7,8 @@
 Depends on `ledger`, `commands` and `projections`; none of them imports `workers`.
 `workers.actors` (the dramatiq actors) is imported only by worker processes.
 
-Only the adapters talk to a server: `broker`, `actors` and `supervisor` (dramatiq on Redis),
+Only the adapters talk to a server: `broker`, `actors` and `supervisor` (dramatiq on Redis,
+or on RabbitMQ through `rabbitmq`; `queues` picks the one whose queue depth is read),
 `queue_keys` (the workers' own Redis keys: queue lengths, daily counters, heartbeats) and
 `pg_reads` (what the workers read from PostgreSQL). The others hold the logic and reach
 the servers through those, the ledger's `EventLog` and the command bus.

@@ -21,10 +21,9 @@ from functools import cache
 from typing import Any, TypeVar
 
 import dramatiq
-import redis
 
 from commands import open_bus
-from ledger.connections import redis_url
+from ledger.connections import connect_redis
 from ledger.errors import RateLimited
 from ledger.settings import Settings
 from projections import open_memory_store
@@ -47,7 +46,9 @@ from .process import PermanentFailure, ArchiveReader, SessionProcessor, within_r
 log = logging.getLogger("memledger.worker")
 settings = Settings()
 _keys = WorkerKeys(settings.namespace)
-heartbeat = Heartbeat(redis.Redis.from_url(redis_url(settings)), _keys, settings.worker_heartbeat_timeout_ms / 3000)
+# Heartbeats go to the ledger's Redis whichever the broker (RabbitMQ included), through the
+# one connect helper, as the supervisor's do.
+heartbeat = Heartbeat(connect_redis(settings), _keys, settings.worker_heartbeat_timeout_ms / 3000)
 broker = make_broker(settings, [heartbeat])
 dramatiq.set_broker(broker)
 _lock = threading.Lock()

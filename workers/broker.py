@@ -1,4 +1,12 @@
-"""The dramatiq broker on the ledger's Redis, the queue and actor names, and the workers' keys.
+"""The dramatiq broker (Redis or RabbitMQ), the queue and actor names, and the workers' keys.
+
+Which broker (`MEMLEDGER_BROKER_URL`, see `broker_kind`):
+- unset: dramatiq's Redis broker on the ledger's own Redis (the default);
+- `redis://` / `rediss://` / `unix://`: dramatiq's Redis broker on that separate plain Redis;
+- `amqp://` / `amqps://`: RabbitMQ (`workers.rabbitmq`), with the namespace in the queue names.
+A Redis Cluster cannot carry dramatiq's Redis broker (its scripts read keys of one queue
+that a cluster may spread over slots); a cluster ledger with no broker URL, or a cluster
+broker URL, is refused with `BrokerRequired` before anything starts.
 
 Choices:
 - Dramatiq's keys live under `{<ns>}:dramatiq:<queue>`: the broker namespace carries the
@@ -21,7 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import dramatiq
 import orjson
@@ -30,7 +38,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from ledger.connections import redis_url
-from ledger.errors import StoreUnavailable
+from ledger.errors import BrokerRequired, ConfigurationError, StoreUnavailable
 from ledger.settings import Settings
 
 SESSIONS_QUEUE = "sessions"
@@ -70,10 +78,57 @@ class WorkerKeys:
         return f"{{{self.namespace}}}:worker:maintenance"
 
 
-def make_broker(settings: Settings, middleware: Sequence[Middleware] = ()) -> RedisBroker:
-    broker: RedisBroker = RedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url(settings), namespace=WorkerKeys(settings.namespace).dramatiq,
-        heartbeat_timeout=settings.worker_heartbeat_timeout_ms, maintenance_chance=settings.worker_maintenance_chance)
+#: URL schemes of a Redis Cluster (the ledger's, or a broker URL's): no dramatiq broker there.
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+RABBITMQ_SCHEMES = ("amqp://", "amqps://")
+BrokerKind = Literal["redis", "rabbitmq"]
+
+
+def broker_kind(settings: Settings) -> BrokerKind:
+    """Which dramatiq broker the settings select; BrokerRequired when only a Redis Cluster is at hand."""
+    url = settings.broker_url
+    if url is None and redis_url(settings).startswith(CLUSTER_SCHEMES):
+        raise BrokerRequired("the ledger's Redis is a cluster (MEMLEDGER_REDIS_URL), where dramatiq's Redis broker "
+                             "cannot run: set MEMLEDGER_BROKER_URL to RabbitMQ (amqp://user:pass@host:5672/) or "
+                             "to a plain Redis (redis://host:6379/0)")
+    if url is None or url.startswith(REDIS_SCHEMES):
+        return "redis"
+    if url.startswith(RABBITMQ_SCHEMES):
+        return "rabbitmq"
+    if url.startswith(CLUSTER_SCHEMES):
+        raise BrokerRequired(f"MEMLEDGER_BROKER_URL {_safe(url)} is a Redis Cluster, where dramatiq's Redis broker "
+                             "cannot run: point it at RabbitMQ (amqp://...) or at a plain Redis (redis://...)")
+    raise ConfigurationError(f"MEMLEDGER_BROKER_URL {_safe(url)} has an unknown scheme: use amqp:// or amqps:// "
+                             "(RabbitMQ), redis://, rediss:// or unix:// (a plain Redis), or unset it (the ledger's Redis)")
+
+
+def _safe(url: str) -> str:
+    """`url` without its password, for an error message."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{userinfo.split(':')[0]}:***@{host}" if at else url
+
+
+def queue_name(settings: Settings, queue: str) -> str:
+    """The broker's name of the logical `queue` (`sessions`): the namespace is in it on RabbitMQ only."""
+    from .rabbitmq import physical_queue
+
+    return physical_queue(settings.namespace, queue) if broker_kind(settings) == "rabbitmq" else queue
+
+
+def make_broker(settings: Settings, middleware: Sequence[Middleware] = ()) -> dramatiq.Broker:
+    """The dramatiq broker the settings select (see the module docstring), with `middleware` added."""
+    broker: dramatiq.Broker
+    if broker_kind(settings) == "rabbitmq":
+        from .rabbitmq import NamespacedRabbitmqBroker
+
+        broker = NamespacedRabbitmqBroker(settings.namespace, str(settings.broker_url))
+    else:
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=settings.broker_url or redis_url(settings), namespace=WorkerKeys(settings.namespace).dramatiq,
+            heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+            maintenance_chance=settings.worker_maintenance_chance)
     for extra in middleware:
         broker.add_middleware(extra)
     return broker
@@ -87,12 +142,16 @@ def message(queue: str, actor: str, kwargs: dict[str, Any], message_id: str | No
 
 
 def enqueue(broker: dramatiq.Broker, built: dramatiq.Message[Any], who: str) -> None:
-    """Put one message on its queue; Redis out of reach is StoreUnavailable (which the
+    """Put one message on its queue; the broker out of reach is StoreUnavailable (which the
     projector runtime retries), naming `who` was enqueueing."""
+    from .rabbitmq import DRIVER_ERRORS as RABBITMQ_ERRORS
+
     try:
         broker.enqueue(built)
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise StoreUnavailable(f"{who}: Redis is unreachable while enqueueing: {e}") from e
+    except RABBITMQ_ERRORS as e:
+        raise StoreUnavailable(f"{who}: RabbitMQ is unreachable while enqueueing: {e!r}") from e
 
 
 class Heartbeat(Middleware):
@@ -156,5 +215,5 @@ class Heartbeat(Middleware):
                 self.failed += 1
 
 
-__all__ = ["MAINTENANCE_QUEUE", "PROCESS_SESSION", "QUEUES", "RUN_MAINTENANCE", "SESSIONS_QUEUE", "SESSION_FAILED",
-           "Heartbeat", "WorkerKeys", "enqueue", "make_broker", "message"]
+__all__ = ["CLUSTER_SCHEMES", "MAINTENANCE_QUEUE", "PROCESS_SESSION", "QUEUES", "RUN_MAINTENANCE", "SESSIONS_QUEUE", "SESSION_FAILED",
+           "BrokerKind", "Heartbeat", "WorkerKeys", "broker_kind", "enqueue", "make_broker", "message", "queue_name"]

@@ -33,7 +33,7 @@ from projections.lease import Leases
 from projections.postgres.base import PostgresProjection
 from projections.runtime import Projector, ProjectorOptions, RunStats
 
-from .broker import enqueue, make_broker
+from .broker import broker_kind, enqueue, make_broker
 from .jobs import job_for
 
 if TYPE_CHECKING:
@@ -69,14 +69,17 @@ def open_enqueuer(settings: Settings, broker: Broker | None = None) -> SessionEn
 def run_enqueuer(settings: Settings, stop: threading.Event | None = None, until_caught_up: bool = False,
                  on_batch: Callable[[RunStats], None] | None = None, block_ms: int = 250) -> RunStats:
     """Enqueue sessions as they are ingested, over every partition whose lease this process takes."""
+    broker_kind(settings)  # BrokerRequired (a cluster ledger, no broker URL) before anything opens
     log = open_log(settings)
-    enqueuer = open_enqueuer(settings)
+    broker = make_broker(settings)
+    enqueuer = open_enqueuer(settings, broker)
     leases = Leases.open(settings, NAME)
     options = ProjectorOptions(batch=settings.projector_batch, lease_ttl_ms=settings.lease_ttl_ms, block_ms=block_ms)
     try:
         return Projector(log, enqueuer, leases, options).run(stop, until_caught_up, on_batch)
     finally:
         enqueuer.close()
+        broker.close()  # RabbitMQ: its AMQP connections (Redis: its pool goes with the client)
         leases.close()
         log.close()
 

@@ -23,14 +23,17 @@ from projections.query import NotFound
 
 from .pg_reads import session_owners
 from .queue_keys import DRIVER_ERRORS as REDIS_ERRORS
-from .queue_keys import WorkerRedis
+from .queues import queue_reader
+from .rabbitmq import DRIVER_ERRORS as RABBITMQ_ERRORS
 from .status import enqueuer_checkpoints, jobs_before
 
 if TYPE_CHECKING:
     from ledger.postgres import Connection
+    from ledger.settings import Settings
 
 #: What `estimate` turns into "unknown": the project's errors, and whatever either driver raises.
-ESTIMATE_ERRORS: tuple[type[Exception], ...] = (LedgerError, *POSTGRES_ERRORS, *REDIS_ERRORS)
+ESTIMATE_ERRORS: tuple[type[Exception], ...] = (LedgerError, *POSTGRES_ERRORS, *REDIS_ERRORS,
+                                                 *RABBITMQ_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,12 @@ class Ticket:
 
 
 class SessionQueue:
-    """Ingest and retry sessions through `bus`; `conn` (autocommit) reads checkpoints and sessions."""
+    """Ingest and retry sessions through `bus`; `conn` (autocommit) reads checkpoints and sessions;
+    `settings` say which broker holds the queue (without them, dramatiq's keys beside the ledger)."""
 
-    def __init__(self, bus: CommandBus, conn: Connection):
+    def __init__(self, bus: CommandBus, conn: Connection, settings: Settings | None = None):
         self.bus, self.conn = bus, conn
+        self.queues = queue_reader(settings, bus.log)
 
     def ingest(self, command: IngestSession) -> Ticket:
         receipt = self.bus.send(command)
@@ -53,7 +58,7 @@ class SessionQueue:
     def position(self, receipt: Receipt) -> int:
         """Sessions ahead of the one `receipt` appended (see the module docstring)."""
         checkpoints = enqueuer_checkpoints(self.conn)
-        ready = WorkerRedis.of(self.bus.log).depth().ready
+        ready = self.queues.depth().ready
         own = checkpoints.get(receipt.partition, "0-0")
         mine = self.bus.log.event_at(receipt.partition, receipt.stream_id)
         if mine is None or stream_id_key(own) >= stream_id_key(receipt.stream_id):

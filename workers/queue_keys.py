@@ -31,7 +31,7 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
 @dataclass(frozen=True)
 class QueueDepth:
     ready: int
-    in_flight: int
+    in_flight: int | None  # fetched by a consumer, not yet acked; None: the broker does not tell (RabbitMQ)
     delayed: int  # waiting for a retry's backoff
     dead: int  # dramatiq's dead letters (kept for a week)
 
@@ -53,6 +53,11 @@ class WorkerRedis:
 
     def __init__(self, client: redis.Redis, namespace: str):
         self.client, self.keys = client, WorkerKeys(namespace)
+
+    @classmethod
+    def at(cls, url: str, namespace: str) -> WorkerRedis:
+        """The workers' keys of `namespace` on the Redis at `url` (a separate broker Redis)."""
+        return cls(redis.Redis.from_url(url), namespace)
 
     @classmethod
     def of(cls, log: EventLog) -> WorkerRedis:

@@ -26,9 +26,11 @@ from projections.postgres.checkpoint_table import PostgresCheckpoints
 from .enqueuer import NAME as ENQUEUER
 from .pg_reads import sessions_with_status
 from .queue_keys import QueueDepth, WorkerRedis
+from .queues import queue_reader
 
 if TYPE_CHECKING:
     from ledger.postgres import Connection
+    from ledger.settings import Settings
 
 SCAN_CAP = 10_000  # entries scanned per partition when counting the backlog
 JOB_TYPES = ("SessionIngested", "SessionRetryRequested")  # the events that ask for a job (workers.jobs.job_for)
@@ -149,14 +151,16 @@ def _sessions(conn: Connection, status: str, newest_first: bool, limit: int,
     return count, [SessionRef(*r) for r in rows]
 
 
-def collect(log: EventLog, conn: Connection, alive_within_s: float, org_id: str | None = None) -> WorkerStatus:
+def collect(log: EventLog, conn: Connection, alive_within_s: float, org_id: str | None = None,
+            settings: Settings | None = None) -> WorkerStatus:
     """Everything `memledger worker status` shows; `conn` reads the sessions read model and checkpoints.
     With `org_id`, the sessions counted and listed are that org's only (the queue, the backlog, the
-    daily counts and the workers are shared by every org)."""
+    daily counts and the workers are shared by every org). `settings` say which broker holds the
+    queue (without them, dramatiq's keys beside the ledger)."""
     store = WorkerRedis.of(log)
     pending, oldest = _sessions(conn, "pending", False, 1, org_id)
     failed, recent = _sessions(conn, "failed", True, 10, org_id)
-    return WorkerStatus(store.depth(), backlog(log, enqueuer_checkpoints(conn)), daily_counts(store),
+    return WorkerStatus(queue_reader(settings, log).depth(), backlog(log, enqueuer_checkpoints(conn)), daily_counts(store),
                         heartbeats(store, alive_within_s), pending, oldest[0] if oldest else None, failed, recent)
 
 

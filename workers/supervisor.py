@@ -45,7 +45,17 @@ from ledger.connections import connect_redis, database_url, redis_url
 from ledger.errors import ConfigurationError
 from ledger.settings import Settings
 
-from .broker import MAINTENANCE_QUEUE, QUEUES, RUN_MAINTENANCE, Heartbeat, WorkerKeys, make_broker, message
+from .broker import (
+    MAINTENANCE_QUEUE,
+    QUEUES,
+    RUN_MAINTENANCE,
+    Heartbeat,
+    WorkerKeys,
+    broker_kind,
+    make_broker,
+    message,
+    queue_name,
+)
 from .enqueuer import run_enqueuer
 
 log = logging.getLogger("memledger.worker")
@@ -93,9 +103,11 @@ def _terminate_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def dramatiq_command(options: WorkerOptions) -> list[str]:
+def dramatiq_command(options: WorkerOptions, settings: Settings | None = None) -> list[str]:
+    """The dramatiq command line; `--queues` names the queues as the broker `settings` select calls them."""
+    queues = QUEUES if settings is None else tuple(queue_name(settings, q) for q in QUEUES)
     return [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(options.processes),
-            "--threads", str(options.threads), "--queues", *QUEUES]
+            "--threads", str(options.threads), "--queues", *queues]
 
 
 def _repeat(name: str, stop: threading.Event, pause_s: float, body: Callable[[], Any]) -> None:
@@ -110,6 +122,7 @@ def _repeat(name: str, stop: threading.Event, pause_s: float, body: Callable[[],
 
 class Supervisor:
     def __init__(self, settings: Settings, options: WorkerOptions | None = None, cwd: Path | None = None):
+        broker_kind(settings)  # BrokerRequired (a cluster ledger, no broker URL) before anything starts
         self.settings, self.options = settings, options or WorkerOptions()
         self.cwd = cwd or Path(__file__).resolve().parents[1]  # where `workers.actors` imports from
         self.keys = WorkerKeys(settings.namespace)
@@ -151,7 +164,7 @@ class Supervisor:
         # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which then
         # stops dramatiq with one SIGTERM (a second signal makes dramatiq kill its workers).
         # If the supervisor dies without stopping it, the kernel sends that SIGTERM.
-        self.child = subprocess.Popen(dramatiq_command(self.options), env=child_env(self.settings), cwd=self.cwd,
+        self.child = subprocess.Popen(dramatiq_command(self.options, self.settings), env=child_env(self.settings), cwd=self.cwd,
                                       start_new_session=True, preexec_fn=_terminate_with_parent)
         while not stop.is_set() and self.child.poll() is None:
             stop.wait(0.5)

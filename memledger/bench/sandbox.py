@@ -75,10 +75,12 @@ def ensure_unused(settings: Settings, client: redis.Redis, conn: psycopg.Connect
 
 
 def drop_namespace(settings: Settings) -> None:
-    """Delete every Redis key and the PostgreSQL schema of the namespace, on fresh connections.
+    """Delete every Redis key and the PostgreSQL schema of the namespace (and its RabbitMQ queues,
+    when the workers' broker is RabbitMQ), on fresh connections.
 
     Fresh, because the bench's own connections may be mid-command after Ctrl-C.
     """
+    _drop_broker_queues(settings)
     client = connect_redis(settings)
     try:
         keys = namespace_keys(client, settings.namespace)
@@ -92,6 +94,15 @@ def drop_namespace(settings: Settings) -> None:
                             (settings.db_schema, settings.db_schema.replace("_", "\\_") + "\\_%")).fetchall()
         for (schema,) in rows:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _drop_broker_queues(settings: Settings) -> None:
+    from workers.broker import QUEUES, broker_kind
+
+    if settings.broker_url is not None and broker_kind(settings) == "rabbitmq":
+        from workers.rabbitmq import RabbitQueues
+
+        RabbitQueues(settings.broker_url, settings.namespace).delete(QUEUES)
 
 
 @contextmanager

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
     benches.command("mcp")(bench_mcp)
     benches.command("messages")(bench_messages)
     benches.command("search")(bench_search)
+    benches.command("projectors")(bench_projectors)
     app.add_typer(benches, name="bench")
     app.command("bench-scaling")(bench_scaling)
 
@@ -64,6 +65,48 @@ def bench_search(
     if json_file is not None:
         json_file.write_bytes(orjson.dumps(bench.figures, option=orjson.OPT_INDENT_2))
         console.print(f"figures written to {json_file}")
+
+
+def bench_projectors(
+    processes: str = typer.Option("1,2,4", "--processes", help="Process counts to compare, comma-separated."),
+    events: int = typer.Option(40_000, "--events", min=1000, help="Commands in the backlog."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Rounds per process count (medians)."),
+    json_file: JsonFileOpt = None,
+) -> None:
+    """Projector throughput (memories) on 1, 2, 4 ... processes that split the partitions by lease,
+    over one backlog, in a namespace of its own (removed after)."""
+    from memledger.bench.projector_processes import run_projector_processes
+    from memledger.bench.sandbox import bench_settings, drop_namespace
+
+    counts = _counts(processes)
+    sandbox = bench_settings(settings())
+    try:
+        with sigterm_interrupts():
+            figures = run_projector_processes(sandbox, counts, events, repeat,
+                                              progress=lambda line: console.print(line, highlight=False))
+    finally:
+        drop_namespace(sandbox)
+    cores = os.cpu_count() or 1
+    table = Table("processes", "events", "median events/s", "rounds", "µs CPU/event (Python + PG)",
+                  "CPU ceiling ev/s", "load (1/5/15 min) per round",
+                  title=f"projector memories, {sandbox.partitions} partitions, {cores} cores")
+    for f in figures:
+        python_us, postgres_us = f.cpu_us()
+        table.add_row(str(f.processes), f"{f.events:,}", f"{f.median:,.0f}", ", ".join(f"{r:,.0f}" for r in f.rates),
+                      f"{python_us:.0f} + {postgres_us:.0f}", f"{f.ceiling(cores):,.0f}", "; ".join(f.loads))
+    console.print(table)
+    if json_file is not None:
+        json_file.write_bytes(orjson.dumps([f.as_json() for f in figures], option=orjson.OPT_INDENT_2))
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter(f"{text!r} is not a list of process counts such as 1,2,4", param_hint="--processes")
+    return counts
 
 
 def bench_http(

@@ -88,7 +88,8 @@ def worker_bench(
 
 def print_status(status: WorkerStatus) -> None:
     q = status.queue
-    console.print(f"queue: {q.ready} ready, {q.in_flight} in flight, {q.delayed} waiting to retry, {q.dead} dead; "
+    in_flight = "? (not told by RabbitMQ)" if q.in_flight is None else q.in_flight
+    console.print(f"queue: {q.ready} ready, {in_flight} in flight, {q.delayed} waiting to retry, {q.dead} dead; "
                   f"{status.backlog} not yet enqueued")
     oldest = status.oldest_pending
     described = (f"{oldest.session_id} ({oldest.org_id}/{oldest.agent_id}, ingested "
