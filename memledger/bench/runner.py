@@ -28,7 +28,7 @@ __all__ = ["MODULES", "measurements", "run_benchmark"]
 # Modules whose measurements the benchmark runs, in this order (raw limits first, since
 # other figures are ratios against them). Later figures are added by appending here.
 MODULES = ["memledger.bench.raw", "memledger.bench.ledger_bench", "memledger.bench.projections_bench",
-           "memledger.bench.redis_models"]
+           "memledger.bench.redis_models", "memledger.bench.stages"]
 
 
 def measurements() -> list[Measurement]:
