@@ -44,3 +44,14 @@ def test_figures_are_grouped_under_their_area_with_ratio_and_verdict() -> None:
     lag_line = next(line for line in text.splitlines() if "lag p99" in line)
     assert "48.2 ms" in lag_line and "yes" in lag_line
     assert "a long note" not in text  # notes go to the JSON file
+
+
+def test_only_selects_measurements_by_name_and_refuses_an_unknown_one() -> None:
+    import pytest
+
+    from memledger.bench.runner import select_measurements
+
+    chosen = [m.name for m in select_measurements(["raw xadd, PIPE", "CPU by stage"])]
+    assert chosen == ["raw XADD, pipelined", "command path, CPU by stage", "Redis projectors, CPU by stage"]
+    with pytest.raises(ValueError, match="no measurement matches 'nothing'; they are: raw XADD"):
+        select_measurements(["nothing"])
