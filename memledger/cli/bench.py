@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from memledger.bench import BenchReport, render_table, run_benchmark, write_json
+from memledger.bench.report import WIDTH as REPORT_WIDTH
 from memledger.bench.runner import select_measurements
 
 from .common import console, settings
@@ -188,7 +189,8 @@ def bench(
 
 def show(report: BenchReport, json_file: Path | None) -> None:
     """The figures as a table, the targets missed, and the JSON file when one was asked for."""
-    console.print(render_table(report))
+    # Piped to a file or a CI log, rich would assume 80 columns and wrap rows the table fits in 100.
+    console.print(render_table(report), width=console.width if console.is_terminal else REPORT_WIDTH)
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
     if json_file is not None:
