@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .figures import Figure
 
-__all__ = ["BenchReport", "Result", "render_table", "resolve", "write_json"]
+__all__ = ["WIDTH", "BenchReport", "Result", "render_table", "resolve", "write_json"]
 
 
 @dataclass(frozen=True, slots=True)
