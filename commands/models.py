@@ -325,6 +325,8 @@ AnyCommand = Annotated[
     Field(discriminator="type"),
 ]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+#: A batch of commands in one validator call (the command bus's `send_many`).
+COMMANDS_ADAPTER: TypeAdapter[list[AnyCommand]] = TypeAdapter(list[AnyCommand])
 
 
 def name_new_subject(command: dict[str, Any]) -> dict[str, Any]:

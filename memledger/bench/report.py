@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich import box
 from rich.console import JustifyMethod
 from rich.table import Table
 
 from .figures import Figure
 
-__all__ = ["BenchReport", "Result", "render_table", "resolve", "write_json"]
+__all__ = ["WIDTH", "BenchReport", "Result", "render_table", "resolve", "write_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,39 +78,61 @@ def write_json(report: BenchReport, path: Path) -> None:
     path.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
 
 
+#: The terminal table's width: every row fits on one line of a 100-column terminal.
+WIDTH = 100
+#: The longest figure name shown whole; longer names wrap within the column.
+NAME_WIDTH = 46
+#: Units shortened in the table (the JSON file keeps the figure's own unit).
+SHORT_UNITS = {"events/s": "ev/s", "requests/s": "req/s", "messages/s": "msg/s"}
+
+
+def _number(value: float) -> str:
+    if value >= 100_000:
+        return f"{value / 1000:,.0f}k"
+    if value >= 10_000:
+        return f"{value / 1000:.1f}k"
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
 def _value(figure: Figure) -> str:
-    if figure.value >= 1000:
-        return f"{figure.value:,.0f}"
-    return f"{figure.value:.3f}" if figure.value < 10 else f"{figure.value:.1f}"
+    """`15.3k ev/s ±4%`: the median, its unit and the spread of the repetitions."""
+    spread = f" ±{figure.spread:.0%}" if figure.spread is not None else ""
+    return f"{_number(figure.value)} {SHORT_UNITS.get(figure.unit, figure.unit)}{spread}"
 
 
 def _mark(passed: bool | None) -> str:
-    return {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]–[/]"}[passed]
+    return {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]-[/]"}[passed]
 
 
 COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
-    ("figure", "left"), ("value", "right"), ("±", "right"), ("unit", "left"), ("target", "left"),
-    ("ratio", "right"), ("raw limit", "left"), ("", "center"))
+    ("figure", "left"), ("value", "right"), ("target", "left"), ("ratio", "right"), ("met", "center"))
 
 
 def _row(result: Result) -> list[str]:
     figure = result.figure
-    return [figure.name, _value(figure), f"{figure.spread:.0%}" if figure.spread is not None else "", figure.unit,
-            figure.target.text if figure.target else "", f"{result.ratio:.2f}x" if result.ratio is not None else "",
-            figure.baseline or "", _mark(result.passed)]
+    return [figure.name, _value(figure), figure.target.text if figure.target else "",
+            f"{result.ratio:.2f}x" if result.ratio is not None else "", _mark(result.passed)]
 
 
 def render_table(report: BenchReport) -> Table:
-    """One row per figure: value, spread (± half range), unit, target, ratio to its raw limit, verdict."""
+    """Figures grouped by area, one line each within 100 columns: value (± half the range of
+    the repetitions), target, ratio to its raw limit, verdict. The raw limit each ratio is
+    against, the notes and the samples are in the JSON file (`write_json`)."""
     args = report.args
     table = Table(title=f"memledger bench: {args['events']:,} events, median of {args['repeat']} "
-                        f"(seed {args['seed']}, {report.duration_s:.0f}s)")
+                        f"(seed {args['seed']}, {report.duration_s:.0f}s)", box=box.SIMPLE_HEAD, pad_edge=False)
     for column, justify in COLUMNS:
-        table.add_column(column, justify=justify)
-    group = None
+        table.add_column(column, justify=justify, no_wrap=column != "figure",
+                         max_width=NAME_WIDTH if column == "figure" else None)
+    groups: dict[str, list[Result]] = {}
     for result in report.results:
-        if group is not None and result.figure.group != group:
+        groups.setdefault(result.figure.group, []).append(result)
+    for index, (group, results) in enumerate(groups.items()):
+        if index:
             table.add_section()
-        group = result.figure.group
-        table.add_row(*_row(result))
+        table.add_row(f"[bold]{group}[/]", "", "", "", "")
+        for result in results:
+            table.add_row(*_row(result))
     return table

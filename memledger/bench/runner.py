@@ -23,12 +23,12 @@ from .registry import MEASUREMENTS, BenchContext, Measurement
 from .report import BenchReport, resolve
 from .sandbox import Sandbox, bench_settings, open_sandbox
 
-__all__ = ["MODULES", "measurements", "run_benchmark"]
+__all__ = ["MODULES", "measurements", "run_benchmark", "select_measurements"]
 
 # Modules whose measurements the benchmark runs, in this order (raw limits first, since
 # other figures are ratios against them). Later figures are added by appending here.
 MODULES = ["memledger.bench.raw", "memledger.bench.ledger_bench", "memledger.bench.projections_bench",
-           "memledger.bench.redis_models"]
+           "memledger.bench.redis_models", "memledger.bench.stages"]
 
 
 def measurements() -> list[Measurement]:
@@ -36,6 +36,19 @@ def measurements() -> list[Measurement]:
     for module in MODULES:
         importlib.import_module(module)
     return list(MEASUREMENTS)
+
+
+def select_measurements(patterns: Sequence[str]) -> list[Measurement]:
+    """The measurements whose name contains any of `patterns` (case-insensitive), in run order.
+
+    A ratio needs its raw limit measured in the same run: name it too (e.g. "raw XADD").
+    Raises ValueError naming the measurements when a pattern matches none.
+    """
+    every = measurements()
+    for pattern in patterns:
+        if not any(pattern.lower() in m.name.lower() for m in every):
+            raise ValueError(f"no measurement matches {pattern!r}; they are: {', '.join(m.name for m in every)}")
+    return [m for m in every if any(p.lower() in m.name.lower() for p in patterns)]
 
 
 def run_benchmark(settings: Settings, events: int = 20_000, repeat: int = 5, seed: int = 0,

@@ -17,6 +17,8 @@ import typer
 from rich.table import Table
 
 from memledger.bench import BenchReport, render_table, run_benchmark, write_json
+from memledger.bench.report import WIDTH as REPORT_WIDTH
+from memledger.bench.runner import select_measurements
 
 from .common import console, settings
 
@@ -202,6 +204,9 @@ def bench(
     json_file: JsonFileOpt = None,
     old_json_file: OldJsonFileOpt = None,
     seed: int = typer.Option(0, "--seed", help="Seed of the generated data set."),
+    only: list[str] = typer.Option([], "--only", metavar="TEXT",
+                                   help="Run only the measurements whose name contains TEXT (repeatable; "
+                                        "name the raw limits a ratio needs too, e.g. --only 'raw XADD')."),
     query_rows: int | None = typer.Option(None, "--query-rows", min=1,
                                           help="Memories in the table the query latency is measured on "
                                                "(default 5x --events, at most 100k; the target is stated at 1M)."),
@@ -215,15 +220,20 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return  # `bench http`: its own figures only
+    try:
+        chosen = select_measurements(only) if only else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--only") from None
     with sigterm_interrupts():
         report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True,
-                               query_rows=query_rows)
+                               query_rows=query_rows, only=chosen)
     show(report, json_file or old_json_file)
 
 
 def show(report: BenchReport, json_file: Path | None) -> None:
     """The figures as a table, the targets missed, and the JSON file when one was asked for."""
-    console.print(render_table(report))
+    # Piped to a file or a CI log, rich would assume 80 columns and wrap rows the table fits in 100.
+    console.print(render_table(report), width=console.width if console.is_terminal else REPORT_WIDTH)
     if report.failed:
         console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
     if json_file is not None:

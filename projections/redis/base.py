@@ -173,8 +173,12 @@ class RedisProjection(ABC):
         return self.checkpoint_store.load()
 
     def apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
-        args = self.arguments(partition, events)
-        self._run(self._apply, partition, after, events[-1].position.stream_id, args)
+        self.write(partition, self.arguments(partition, events), after, events[-1].position.stream_id)
+
+    def write(self, partition: int, args: list[Arg], after: str, to: str) -> None:
+        """Run the batch script with `arguments` already computed: the effects and the move of
+        the checkpoint from `after` to `to`, atomically (the bench times the two apart)."""
+        self._run(self._apply, partition, after, to, args)
 
     def dead_letter(self, partition: int, stream_id: str, after: str, event_id: str | None,
                     event_type: str | None, error: str, attempts: int) -> None:
