@@ -55,6 +55,7 @@ from psycopg.rows import tuple_row
 from pydantic import ValidationError
 
 from .codec import decode_entry, from_dict
+from .connections import node_client
 from .errors import EventError, LedgerError, StoreUnavailable
 from .events import Event, Position, RecordedEvent, stream_id_key
 from .log import RedisEventLog
@@ -219,7 +220,7 @@ def _counters(log: RedisEventLog, partition: int, newest: str) -> _Counters | No
     change both alike; a trim changes neither); None if there is no stream."""
     key = log.keys.stream(partition)
     try:
-        with log.client.pipeline(transaction=True) as pipe:
+        with node_client(log.client, key).pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(key)
             pipe.xrange(key, f"({newest}", "+", count=TAIL_LIMIT + 1)
             info, tail = pipe.execute(raise_on_error=False)
@@ -297,7 +298,7 @@ class _Trimmed(Exception):
 def _stream_page(log: RedisEventLog, partition: int, after: str, until: str, count: int) -> list[RecordedEvent]:
     """One page of the stream after `after`, or _Trimmed if entries after `after` were trimmed."""
     try:
-        with log.client.pipeline(transaction=True) as pipe:
+        with node_client(log.client, log.keys.stream(partition)).pipeline(transaction=True) as pipe:
             pipe.get(trimmed_key(log.keys, partition))
             pipe.xrange(log.keys.stream(partition), f"({after}", until, count=count)
             mark, entries = pipe.execute()

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-import redis
 
+from ledger.connections import RedisClient
 from ledger import events as ev
 from ledger.events import RecordedEvent
 
@@ -127,7 +127,7 @@ class AnalyticsReport:
 class Analytics:
     """Reports over a range of days, read from the live generation."""
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int):
         self.client, self.namespace, self.partitions = client, namespace, partitions
         self.keys = ModelKeys(namespace, AnalyticsProjection.name)
 

@@ -25,9 +25,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import orjson
-import redis
 
-from ledger.connections import connect_redis
+from ledger.connections import RedisClient, connect_redis, disconnect
 from ledger.errors import OutdatedReadModel
 from ledger.events import RecordedEvent
 from ledger.scripts import LuaScript
@@ -60,7 +59,7 @@ class RedisProjection(ABC):
     script: ClassVar[str] = ""  # the batch script in projections/lua/
     skips_poison: ClassVar[bool] = True  # see projections.base.Projection
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int, label: str | None = None):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int, label: str | None = None):
         self.client, self.namespace, self.partitions = client, namespace, partitions
         self.keys = ModelKeys(namespace, self.name)
         self.fixed_label = None if label is None else check_label(label)
@@ -194,7 +193,7 @@ class RedisProjection(ABC):
             raise FencedOut(f"{self.name} partition {partition} moved past {after}")
 
     def reconnect(self) -> None:
-        self.client.connection_pool.disconnect()
+        disconnect(self.client)
 
     def close(self) -> None:
         self.client.close()

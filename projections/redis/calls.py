@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from ledger.connections import RedisClient
 from ledger.errors import StoreUnavailable
 
 __all__ = ["call", "pipelined"]
@@ -23,7 +24,7 @@ def call(action: Callable[[], T], what: str) -> T:
         raise StoreUnavailable(f"Redis is unreachable ({what}): {e}") from e
 
 
-def pipelined(client: redis.Redis, fill: Callable[[Any], object], what: str) -> list[Any]:
+def pipelined(client: RedisClient, fill: Callable[[Any], object], what: str) -> list[Any]:
     """Run the commands `fill(pipe)` queues in one round trip; their replies."""
     def run() -> list[Any]:
         with client.pipeline(transaction=False) as pipe:
