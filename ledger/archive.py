@@ -50,12 +50,11 @@ from typing import Any
 
 import orjson
 import psycopg
-import redis
 from psycopg.rows import tuple_row
 from pydantic import ValidationError
 
 from .codec import decode_entry, from_dict
-from .connections import node_client
+from .connections import REDIS_TRANSIENT, node_client
 from .errors import EventError, LedgerError, StoreUnavailable
 from .events import Event, Position, RecordedEvent, stream_id_key
 from .log import RedisEventLog
@@ -224,7 +223,7 @@ def _counters(log: RedisEventLog, partition: int, newest: str) -> _Counters | No
             pipe.xinfo_stream(key)
             pipe.xrange(key, f"({newest}", "+", count=TAIL_LIMIT + 1)
             info, tail = pipe.execute(raise_on_error=False)
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     if isinstance(info, Exception) or not info.get("length") or not info.get("first-entry"):
         return None
@@ -302,7 +301,7 @@ def _stream_page(log: RedisEventLog, partition: int, after: str, until: str, cou
             pipe.get(trimmed_key(log.keys, partition))
             pipe.xrange(log.keys.stream(partition), f"({after}", until, count=count)
             mark, entries = pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     if mark is not None and stream_id_key(after) < stream_id_key(mark.decode()):
         raise _Trimmed(mark.decode())
@@ -464,7 +463,7 @@ def stream_range(log: RedisEventLog, partition: int, start: str, end: str,
     """Raw XRANGE entries (id as text, undecoded fields); `start` may be exclusive: "(id"."""
     try:
         reply: Any = log.client.xrange(log.keys.stream(partition), start, end, count=count)
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     return [(sid.decode() if isinstance(sid, bytes) else str(sid), fields) for sid, fields in reply or []]
 

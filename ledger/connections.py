@@ -18,16 +18,21 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, TryAgainError
 
 from .embedded import embedded_database_url, embedded_redis_url
 from .errors import ConfigurationError
 from .settings import Settings
 
-__all__ = ["CLUSTER_SCHEME", "RedisClient", "connect_redis", "database_url", "disconnect", "is_cluster", "node_client",
+__all__ = ["CLUSTER_SCHEME", "REDIS_TRANSIENT", "RedisClient", "connect_redis", "database_url", "disconnect", "is_cluster", "node_client",
            "redis_from_url", "redis_url", "sqlalchemy_url"]
 
 #: The URL scheme that selects Redis Cluster.
 CLUSTER_SCHEME = "redis+cluster"
+#: Redis errors that mean "not now": the server is unreachable, or a cluster lost a master (or
+#: is moving a slot) until its node is back. Adapters translate them into StoreUnavailable.
+REDIS_TRANSIENT: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, ClusterDownError,
+                                                TryAgainError)
 #: A client of the ledger's Redis: one server or a cluster.
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 

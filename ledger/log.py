@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import time
 
-import redis
 
 from .codec import decode_entry
-from .connections import RedisClient, is_cluster
+from .connections import REDIS_TRANSIENT, RedisClient, is_cluster
 from .durability import read_persistence
 from .errors import (
     ConfigurationError,
@@ -94,7 +93,7 @@ def _stored_receipt(partition: int, value: bytes | None) -> Receipt | None:
 def _unavailable(action: Callable[[], T]) -> T:
     try:
         return action()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
 
 

@@ -21,7 +21,7 @@ from redis.crc import key_slot
 from redis.connection import Connection, ConnectionPool
 from redis.exceptions import AskError, NoScriptError
 
-from .connections import RedisClient
+from .connections import REDIS_TRANSIENT, RedisClient
 from .errors import ConfigurationError, StoreUnavailable
 
 Call = tuple[Sequence[str], Sequence[Any]]
@@ -47,9 +47,11 @@ class LuaScript:
                 replies = self._run_on_cluster(self.client, calls)
             else:
                 replies = self._run_on(self.client, calls, list(range(len(calls))), [None] * len(calls))
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except REDIS_TRANSIENT as e:
             raise StoreUnavailable(f"Redis is unreachable running {self.name}: {e}") from e
         for reply in replies:
+            if isinstance(reply, REDIS_TRANSIENT):  # a cluster's master is down: nothing ran
+                raise StoreUnavailable(f"Redis could not run {self.name}: {reply}") from reply
             if isinstance(reply, Exception):
                 raise reply
         return replies

@@ -8,26 +8,41 @@ cluster has replicas and runs on several hosts.
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.errors import ConfigurationError
 
-__all__ = ["LocalCluster", "free_port"]
+__all__ = ["LocalCluster", "free_port", "start_redis"]
 
 #: Seconds the cluster gets to report `cluster_state:ok` after `redis-cli --cluster create`.
 READY_TIMEOUT_S = 30.0
+#: A cluster node also listens on its port + 10000 for the other nodes.
+CLUSTER_BUS_OFFSET = 10_000
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port P whose cluster bus port P + 10000 is free too (Redis wants P <= 55535)."""
+    while True:
+        port = random.randint(20_000, 55_000)
+        if _free(port) and _free(port + CLUSTER_BUS_OFFSET):
+            return port
 
 
 def _need(binary: str) -> str:
@@ -35,6 +50,30 @@ def _need(binary: str) -> str:
     if found is None:
         raise ConfigurationError(f"{binary} is not on PATH; install Redis (e.g. `apt-get install redis-server`)")
     return found
+
+
+def start_redis(workdir: Path, port: int, appendfsync: str = "everysec") -> subprocess.Popen[bytes]:
+    """One plain (non-cluster) redis-server with AOF on, answering on `port`: the cluster's twin."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [_need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+         "--appendfsync", appendfsync, "--save", "", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: _cli(port, "PING") == "PONG", f"redis-server on port {port} to answer", workdir)
+    return process
+
+
+def _cli(port: int, *args: str) -> str:
+    done = subprocess.run([_need("redis-cli"), "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+    return done.stdout.strip()
+
+
+def _wait_for(condition: Callable[[], bool], what: str, workdir: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what} (logs under {workdir})")
+        time.sleep(0.05)
 
 
 @dataclass
@@ -53,12 +92,16 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         self.ports = self.ports or [free_port() for _ in range(self.masters)]
-        for port in self.ports:
-            self.start_node(port)
-        nodes = [f"127.0.0.1:{p}" for p in self.ports]
-        subprocess.run([_need("redis-cli"), "--cluster", "create", *nodes, "--cluster-replicas", "0",
-                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        self.wait_ready()
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            nodes = [f"127.0.0.1:{p}" for p in self.ports]
+            subprocess.run([_need("redis-cli"), "--cluster", "create", *nodes, "--cluster-replicas", "0",
+                            "--cluster-yes"], check=True, capture_output=True, timeout=60)
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def start_node(self, port: int) -> None:
@@ -95,16 +138,10 @@ class LocalCluster:
                 process.wait()
 
     def _cli(self, port: int, *args: str) -> str:
-        done = subprocess.run([_need("redis-cli"), "-p", str(port), *args], capture_output=True, text=True,
-                              timeout=10)
-        return done.stdout.strip()
+        return _cli(port, *args)
 
-    def _wait_for(self, condition: object, what: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not condition():  # type: ignore[operator]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what} (logs under {self.workdir})")
-            time.sleep(0.05)
+    def _wait_for(self, condition: Callable[[], bool], what: str) -> None:
+        _wait_for(condition, what, self.workdir)
 
     def __enter__(self) -> LocalCluster:
         return self.start()

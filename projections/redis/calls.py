@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
 
-from ledger.connections import RedisClient
+from ledger.connections import REDIS_TRANSIENT, RedisClient
 from ledger.errors import StoreUnavailable
 
 __all__ = ["call", "pipelined"]
@@ -20,7 +19,7 @@ def call(action: Callable[[], T], what: str) -> T:
     """Run one Redis call, translating connection failures into the transient StoreUnavailable."""
     try:
         return action()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable ({what}): {e}") from e
 
 
