@@ -138,3 +138,35 @@ def _trending_checkpoints(settings: Settings) -> dict[int, str | None]:
         return {p: found.get(p) for p in range(settings.partitions)}
     finally:
         projection.close()
+
+
+def test_pubsub_notifications_reach_a_watcher_on_any_node(cluster_settings: Settings) -> None:
+    # Given a watcher of acme's channel (subscribed on the node of the channel's slot)
+    settings = cluster_settings
+    received: list[dict[str, object]] = []
+    stop = threading.Event()
+
+    def collect() -> None:
+        with App.open(settings) as app:
+            for event in app.watch(ORG, stop):
+                received.append(event)
+                stop.set()
+
+    watcher = threading.Thread(target=collect)
+    watcher.start()
+    bus = open_bus(settings)
+    try:
+        # When the activity projector applies acme's events (published by a script on the node
+        # of each event's partition), until the watcher has one or 20 s passed
+        deadline, n = time.monotonic() + 20, 0
+        while not received and time.monotonic() < deadline:
+            bus.send(store(f"p{n}", agent=f"a{n}"))
+            n += 1
+            run_projection(settings, "activity", until_caught_up=True)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        bus.log.close()
+    # Then it received them
+    assert received and received[0]["type"] == "MemoryStored"
