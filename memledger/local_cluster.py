@@ -59,7 +59,12 @@ def start_redis(workdir: Path, port: int, appendfsync: str = "everysec") -> subp
         [_need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
          "--appendfsync", appendfsync, "--save", "", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(lambda: _cli(port, "PING") == "PONG", f"redis-server on port {port} to answer", workdir)
+    try:
+        _wait_for(lambda: _cli(port, "PING") == "PONG", f"redis-server on port {port} to answer", workdir)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return process
 
 
