@@ -60,11 +60,11 @@ from typing import Any
 
 import orjson
 import psycopg
-import redis
 from psycopg.rows import tuple_row
 from pydantic import ValidationError
 
 from .codec import decode_entry, from_dict
+from .connections import REDIS_TRANSIENT, node_client
 from .errors import EventError, LedgerError, StoreUnavailable
 from .events import Event, Position, RecordedEvent, stream_id_key
 from .log import RedisEventLog
@@ -301,11 +301,11 @@ def _counters(log: RedisEventLog, partition: int, newest: str) -> _Counters | No
     change both alike; a trim changes neither); None if there is no stream."""
     key = log.keys.stream(partition)
     try:
-        with log.client.pipeline(transaction=True) as pipe:
+        with node_client(log.client, key).pipeline(transaction=True) as pipe:
             pipe.xinfo_stream(key)
             pipe.xrange(key, f"({newest}", "+", count=TAIL_LIMIT + 1)
             info, tail = pipe.execute(raise_on_error=False)
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     if isinstance(info, Exception) or not info.get("length") or not info.get("first-entry"):
         return None
@@ -381,11 +381,11 @@ class _Trimmed(Exception):
 def _stream_page(log: RedisEventLog, partition: int, after: str, until: str, count: int) -> list[RecordedEvent]:
     """One page of the stream after `after`, or _Trimmed if entries after `after` were trimmed."""
     try:
-        with log.client.pipeline(transaction=True) as pipe:
+        with node_client(log.client, log.keys.stream(partition)).pipeline(transaction=True) as pipe:
             pipe.get(trimmed_key(log.keys, partition))
             pipe.xrange(log.keys.stream(partition), f"({after}", until, count=count)
             mark, entries = pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     if mark is not None and stream_id_key(after) < stream_id_key(mark.decode()):
         raise _Trimmed(mark.decode())
@@ -547,7 +547,7 @@ def stream_range(log: RedisEventLog, partition: int, start: str, end: str,
     """Raw XRANGE entries (id as text, undecoded fields); `start` may be exclusive: "(id"."""
     try:
         reply: Any = log.client.xrange(log.keys.stream(partition), start, end, count=count)
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     return [(sid.decode() if isinstance(sid, bytes) else str(sid), fields) for sid, fields in reply or []]
 

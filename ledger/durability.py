@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
+from .connections import RedisClient
 from .errors import DurabilityError, StoreUnavailable
 
 
@@ -29,7 +31,17 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
-def read_persistence(client: redis.Redis) -> Persistence:
+def read_persistence(client: RedisClient) -> Persistence:
+    """The server's persistence; of a Redis Cluster, the least durable of its masters' (every
+    master holds some partitions, so one volatile master can lose acknowledged events)."""
+    if isinstance(client, RedisCluster):
+        primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+        found = [_read_node(client.get_redis_connection(node)) for node in primaries]
+        return min(found, key=lambda p: p.durable)
+    return _read_node(client)
+
+
+def _read_node(client: redis.Redis) -> Persistence:
     try:
         reply: dict[Any, Any] = {**client.config_get("append*"), **client.config_get("save")}
         conf = {_text(k): _text(v) for k, v in reply.items()}
@@ -43,7 +55,7 @@ def read_persistence(client: redis.Redis) -> Persistence:
     return Persistence(conf.get("appendonly") == "yes", conf.get("appendfsync", ""), conf.get("save", ""))
 
 
-def ensure_durable(client: redis.Redis, allow_volatile: bool) -> Persistence:
+def ensure_durable(client: RedisClient, allow_volatile: bool) -> Persistence:
     """Refuse a Redis that would lose acknowledged events, unless explicitly allowed."""
     found = read_persistence(client)
     if not found.durable and not allow_volatile:

@@ -27,8 +27,8 @@ from .partitions import partition_for
 
 if TYPE_CHECKING:
     import psycopg
-    import redis
 
+    from .connections import RedisClient
     from .durability import Persistence
     from .ratelimit import RateLimiter
     from .scripts import LuaScript
@@ -318,7 +318,7 @@ class EventLog(ABC):
         shares the partition's hash slot, so one script may touch it with the partition's keys."""
 
     @abstractmethod
-    def redis_client_for_workers(self) -> redis.Redis:
+    def redis_client_for_workers(self) -> RedisClient:
         """The Redis client of the log's server, for the workers' own keys (dramatiq queue,
         daily counts, heartbeats: workers.broker.WorkerKeys), never for the ledger's keys."""
 

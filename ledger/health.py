@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from .connections import redis_url
+from .connections import redis_from_url, redis_url
 from .errors import LedgerError, StoreUnavailable
 from .postgres import DRIVER_ERRORS, connect, is_migrated
 from .settings import Settings
@@ -39,8 +39,8 @@ class Probe:
 def probe_redis(settings: Settings) -> Probe:
     """Redis's answer to PING, timed, and its version."""
     try:
-        with redis.Redis.from_url(redis_url(settings), socket_connect_timeout=PROBE_TIMEOUT_S,
-                                  socket_timeout=PROBE_TIMEOUT_S) as client:
+        with redis_from_url(redis_url(settings), socket_connect_timeout=PROBE_TIMEOUT_S,
+                            socket_timeout=PROBE_TIMEOUT_S) as client:
             started = time.perf_counter()
             client.ping()
             latency = (time.perf_counter() - started) * 1000

@@ -12,9 +12,11 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import redis
+import time
+
 
 from .codec import decode_entry
+from .connections import REDIS_TRANSIENT, RedisClient, is_cluster
 from .durability import read_persistence
 from .errors import (
     ConfigurationError,
@@ -58,6 +60,8 @@ T = TypeVar("T")
 LOAD_CHUNK = 2000
 #: Key suffixes of a partition that belong to the ledger; `partition_key` refuses them.
 OWN_SUFFIXES = ("stream", "subjects", "trimmed", "idem:")
+#: On a Redis Cluster, how often a waiting projector looks at its streams again (see `_poll`).
+CLUSTER_POLL_S = 0.05
 #: The prefix append.lua puts before a subject's version -> its status (none: "live").
 _MARKS: dict[str, Literal["ended", "open", "closed"]] = {"-": "ended", "+": "open", "~": "closed"}
 
@@ -89,7 +93,7 @@ def _stored_receipt(partition: int, value: bytes | None) -> Receipt | None:
 def _unavailable(action: Callable[[], T]) -> T:
     try:
         return action()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
 
 
@@ -100,7 +104,7 @@ class RedisEventLog(EventLog):
     `EventLog` methods.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int, idempotency_ttl: int = 604800):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int, idempotency_ttl: int = 604800):
         self.client = client
         self.keys = Keys(namespace)
         self.partitions = partitions
@@ -253,12 +257,38 @@ class RedisEventLog(EventLog):
         return [decode_entry(partition, sid, fields) for sid, fields in entries]
 
     def wait_entries(self, cursors: dict[int, str], count: int, block_ms: int | None) -> list[Entry]:
+        if is_cluster(self.client):
+            return self._poll(cursors, count, block_ms)
         streams = {self.keys.stream(p): sid for p, sid in cursors.items()}
         by_key = {self.keys.stream(p): p for p in cursors}
         # redis-py types `streams` too narrowly (a dict of str to str is what XREAD takes).
         reply: Any = _unavailable(
             lambda: self.client.xread(streams, count=count, block=block_ms))  # type: ignore[arg-type]
         return [(by_key[_text(key)], _text(sid), fields) for key, entries in reply or [] for sid, fields in entries]
+
+    def _poll(self, cursors: dict[int, str], count: int, block_ms: int | None) -> list[Entry]:
+        """`wait_entries` on a Redis Cluster. One XREAD may only name streams of one slot, so each
+        partition's stream is read by its own XREAD (one pipelined round trip for all); and one
+        blocking XREAD could wait on one partition only, so while nothing is there it looks again
+        every CLUSTER_POLL_S until `block_ms` (0: for ever, as XREAD's BLOCK 0) has passed."""
+        deadline = time.monotonic() + (block_ms or 0) / 1000
+        while True:
+            found = self._read_each(cursors, count)
+            left = deadline - time.monotonic()
+            if found or block_ms is None or (block_ms and left <= 0):
+                return found
+            time.sleep(CLUSTER_POLL_S if not block_ms else min(CLUSTER_POLL_S, left))
+
+    def _read_each(self, cursors: dict[int, str], count: int) -> list[Entry]:
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for p, sid in cursors.items():
+                    pipe.xread({self.keys.stream(p): sid}, count=count)
+                return pipe.execute()
+
+        replies = _unavailable(read) if cursors else []
+        return [(p, _text(sid), fields) for p, reply in zip(cursors, replies)
+                for _, entries in reply or [] for sid, fields in entries]
 
     def head(self, partition: int) -> str | None:
         last: Any = _unavailable(lambda: self.client.xrevrange(self.keys.stream(partition), count=1))
@@ -313,7 +343,7 @@ class RedisEventLog(EventLog):
             raise ValueError(f"{name!r} is not a helper's key name: the ledger uses {', '.join(OWN_SUFFIXES)}")
         return f"{self.keys.tag(partition)}:{name}"
 
-    def redis_client_for_workers(self) -> redis.Redis:
+    def redis_client_for_workers(self) -> RedisClient:
         return self.client
 
     def close(self) -> None:

@@ -1,24 +1,39 @@
-"""Lua scripts run by SHA, pipelined without redis-py's extra SCRIPT EXISTS round trip."""
+"""Lua scripts run by SHA, pipelined without redis-py's extra SCRIPT EXISTS round trip.
+
+On a Redis Cluster each call goes to the node holding its keys' slot. All keys of one call
+must share a slot (the partition's hash tag sees to it; tests/test_cluster_slots.py checks
+every script): a call whose keys do not is refused here, before anything is sent. The calls
+of a batch are written to every node they go to first and read back after, so a batch over
+three nodes still costs about one round trip.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.connection import Connection, ConnectionPool
+from redis.exceptions import AskError, NoScriptError
 
-from .errors import StoreUnavailable
+from .connections import REDIS_TRANSIENT, RedisClient
+from .errors import ConfigurationError, StoreUnavailable
 
 Call = tuple[Sequence[str], Sequence[Any]]
+#: How often a batch is resent after the cluster said a slot moved (MOVED/ASK: a failover or
+#: a resharding), each time after re-reading the slot map.
+MOVED_RETRIES = 2
 
 
 class LuaScript:
     """One script from `<package>/lua/`; `run_many` sends many calls in one round trip."""
 
-    def __init__(self, client: redis.Redis, name: str, package: str = "ledger"):
+    def __init__(self, client: RedisClient, name: str, package: str = "ledger"):
         self.client, self.name = client, name
         self.source = (files(package) / "lua" / name).read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
@@ -28,39 +43,89 @@ class LuaScript:
 
     def run_many(self, calls: Sequence[Call]) -> list[Any]:
         try:
-            replies = self._send(calls, list(range(len(calls))), [None] * len(calls))
-            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-            if missing:
-                # The server lost its script cache (restart, SCRIPT FLUSH). A NOSCRIPT
-                # reply means that call did nothing, so loading and resending it is safe.
-                self.client.script_load(self.source)
-                replies = self._send(calls, missing, replies)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+            if isinstance(self.client, RedisCluster):
+                replies = self._run_on_cluster(self.client, calls)
+            else:
+                replies = self._run_on(self.client, calls, list(range(len(calls))), [None] * len(calls))
+        except REDIS_TRANSIENT as e:
             raise StoreUnavailable(f"Redis is unreachable running {self.name}: {e}") from e
         for reply in replies:
+            if isinstance(reply, REDIS_TRANSIENT):  # a cluster's master is down: nothing ran
+                raise StoreUnavailable(f"Redis could not run {self.name}: {reply}") from reply
             if isinstance(reply, Exception):
                 raise reply
         return replies
 
-    def _send(self, calls: Sequence[Call], which: list[int], replies: list[Any]) -> list[Any]:
+    def _run_on(self, client: redis.Redis, calls: Sequence[Call], which: list[int], replies: list[Any]) -> list[Any]:
+        """Run calls `which` on one server, reloading the script if the server lost it."""
+        self._send({client.connection_pool: which}, calls, replies)
+        missing = [i for i in which if isinstance(replies[i], NoScriptError)]
+        if missing:
+            # The server lost its script cache (restart, SCRIPT FLUSH). A NOSCRIPT
+            # reply means that call did nothing, so loading and resending it is safe.
+            client.script_load(self.source)
+            self._send({client.connection_pool: missing}, calls, replies)
+        return replies
+
+    def _run_on_cluster(self, cluster: RedisCluster, calls: Sequence[Call]) -> list[Any]:
+        replies: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(MOVED_RETRIES + 1):
+            by_node: dict[str, list[int]] = defaultdict(list)
+            for i in pending:
+                node = cluster.get_node_from_key(self._slot_key(calls[i][0]))  # type: ignore[no-untyped-call]
+                by_node[node.name].append(i)
+            clients = {name: cluster.get_redis_connection(cluster.get_node(node_name=name))  # type: ignore[no-untyped-call]
+                       for name in by_node}
+            self._send({clients[name].connection_pool: which for name, which in by_node.items()}, calls, replies)
+            for name, which in by_node.items():
+                missing = [i for i in which if isinstance(replies[i], NoScriptError)]
+                if missing:  # as in `_run_on`: that node lost its scripts, nothing ran
+                    clients[name].script_load(self.source)
+                    self._send({clients[name].connection_pool: missing}, calls, replies)
+            pending = [i for i in pending if _moved(replies[i])]
+            if not pending or attempt == MOVED_RETRIES:
+                return replies
+            # A MOVED/ASK reply ran nothing; the slot map changed (a failover): re-read it.
+            cluster.nodes_manager.initialize()
+        return replies
+
+    def _slot_key(self, keys: Sequence[str]) -> str:
+        slots = {key_slot(k.encode()) for k in keys}
+        if len(slots) != 1:
+            raise ConfigurationError(
+                f"{self.name} was called with keys of {len(slots)} hash slots ({', '.join(keys)}); on a "
+                "Redis Cluster one script call must touch one slot: give the keys one hash tag")
+        return keys[0]
+
+    def _send(self, work: dict[ConnectionPool, list[int]], calls: Sequence[Call], replies: list[Any]) -> None:
         # A pipeline written call by call rather than packed whole first: the server runs
         # call k while the client is still packing call k+1 (the batch is one round trip
-        # either way). Replies are read in order; a reply error stays in its slot.
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        # either way). Every server's calls are written before any reply is read, so servers
+        # of a cluster work in parallel. Replies are read in order; a reply error stays in its slot.
+        held: list[tuple[ConnectionPool, Connection, list[int]]] = []
         try:
-            for i in which:
-                keys, args = calls[i]
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-            for i in which:
-                try:
-                    replies[i] = conn.read_response()
-                except redis.ResponseError as e:
-                    replies[i] = e
+            for pool, which in work.items():
+                conn = pool.get_connection()
+                held.append((pool, conn, which))
+                for i in which:
+                    keys, args = calls[i]
+                    conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            for _, conn, which in held:
+                for i in which:
+                    try:
+                        replies[i] = conn.read_response()
+                    except redis.ResponseError as e:
+                        replies[i] = e
         except BaseException:
-            # Replies may be left unread: never hand this connection out again.
-            conn.disconnect()  # type: ignore[no-untyped-call]
+            # Replies may be left unread: never hand these connections out again.
+            for _, conn, _ in held:
+                conn.disconnect()  # type: ignore[no-untyped-call]
             raise
         finally:
-            pool.release(conn)
-        return replies
+            for pool, conn, _ in held:
+                pool.release(conn)
+
+
+def _moved(reply: Any) -> bool:
+    return isinstance(reply, AskError)  # MovedError is one too

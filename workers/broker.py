@@ -37,7 +37,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
-from ledger.connections import redis_url
+from ledger.connections import RedisClient, redis_url
 from ledger.errors import BrokerRequired, ConfigurationError, StoreUnavailable
 from ledger.settings import Settings
 
@@ -161,7 +161,7 @@ class Heartbeat(Middleware):
     `memledger worker status` shows.
     """
 
-    def __init__(self, client: redis.Redis, keys: WorkerKeys, interval_s: float, role: str = "dramatiq"):
+    def __init__(self, client: RedisClient, keys: WorkerKeys, interval_s: float, role: str = "dramatiq"):
         self.client, self.keys, self.interval_s, self.role = client, keys, interval_s, role
         self.worker_id = f"{role}:{socket.gethostname()}:{os.getpid()}"
         self.started_at = time.time()

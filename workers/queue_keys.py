@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 import redis
 
+from ledger.connections import RedisClient
 from ledger.errors import StoreUnavailable
 from ledger.eventlog import EventLog
 
@@ -51,7 +52,7 @@ def _text(value: bytes | str) -> str:
 class WorkerRedis:
     """The workers' keys of one namespace, on one client (the ledger's: `EventLog.redis_client_for_workers`)."""
 
-    def __init__(self, client: redis.Redis, namespace: str):
+    def __init__(self, client: RedisClient, namespace: str):
         self.client, self.keys = client, WorkerKeys(namespace)
 
     @classmethod

@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
 from pydantic import SecretStr
 
-from ledger.connections import connect_redis, database_url, redis_url
+from ledger.connections import RedisClient, connect_redis, database_url, redis_url
 from ledger.errors import ConfigurationError
 from ledger.settings import Settings
 
@@ -126,7 +125,7 @@ class Supervisor:
         self.settings, self.options = settings, options or WorkerOptions()
         self.cwd = cwd or Path(__file__).resolve().parents[1]  # where `workers.actors` imports from
         self.keys = WorkerKeys(settings.namespace)
-        self.client: redis.Redis = connect_redis(settings)
+        self.client: RedisClient = connect_redis(settings)
         self.child: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._pause = self.options.restart_pause_s / 2  # doubled before the first restart

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import redis
 
+from ledger.connections import RedisClient
 from ledger import Settings
 from ledger.postgres import connect
 
@@ -44,7 +45,7 @@ class CpuMeter:
     account (INFO cpu), everything it did meanwhile.
     """
 
-    def __init__(self, settings: Settings, redis_client: redis.Redis | None = None, postgres: bool = True):
+    def __init__(self, settings: Settings, redis_client: RedisClient | None = None, postgres: bool = True):
         self.settings, self.app, self.redis = settings, f"replay-bench-{os.getpid()}", redis_client
         self._ticks: dict[int, int] = {}
         self._stop = threading.Event()

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from psycopg import sql
 
+from ledger.connections import RedisClient
 from ledger.partitions import Keys
 
 from .figures import Figure, latency_figures, throughput
@@ -48,7 +49,7 @@ def stream_keys(keys: Keys, partitions: Sequence[int]) -> list[str]:
     return [keys.stream(p) for p in partitions]
 
 
-def xadd_pipelined(client: redis.Redis, streams: Sequence[str], versions: Sequence[int],
+def xadd_pipelined(client: RedisClient, streams: Sequence[str], versions: Sequence[int],
                    bodies: Sequence[bytes]) -> None:
     """XADD every body, `PIPELINE` commands per round trip, as the ledger's batches are."""
     for start in range(0, len(bodies), PIPELINE):
@@ -106,7 +107,7 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read_streams(client: redis.Redis, keys: Keys, partitions: int) -> int:
+def read_streams(client: RedisClient, keys: Keys, partitions: int) -> int:
     """XRANGE every partition's stream to its end in pages of `PAGE`; the entries read."""
     total = 0
     for partition in range(partitions):

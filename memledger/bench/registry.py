@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
-import redis
 
+from ledger.connections import RedisClient
 from ledger import Settings
 
 from .data import DataSet
@@ -34,7 +34,7 @@ class BenchContext:
     """Everything a measurement needs, all scoped to the bench namespace."""
 
     settings: Settings  # namespace, partitions and rate limits of the bench run
-    redis: redis.Redis
+    redis: RedisClient
     pg: psycopg.Connection[Any]  # autocommit; use `with ctx.pg.transaction()` for atomic work
     database_url: str
     data: DataSet

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import redis
 from psycopg import sql
 
 from ledger import Settings
-from ledger.connections import connect_redis, database_url
+from ledger.connections import RedisClient, connect_redis, database_url
 from ledger.durability import ensure_durable
 from ledger.errors import ConfigurationError, StoreUnavailable
 from ledger.postgres import connect
@@ -41,12 +40,12 @@ def bench_settings(settings: Settings, namespace: str | None = None) -> Settings
 @dataclass
 class Sandbox:
     settings: Settings
-    redis: redis.Redis
+    redis: RedisClient
     pg: psycopg.Connection[Any]
     database_url: str
 
 
-def namespace_keys(client: redis.Redis, namespace: str) -> list[bytes]:
+def namespace_keys(client: RedisClient, namespace: str) -> list[bytes]:
     """Every key of `namespace` (found with SCAN, so the server is never blocked)."""
     keys: list[bytes] = []
     for pattern in (f"{{{namespace}:*", f"{{{namespace}}}*"):
@@ -67,7 +66,7 @@ def connect_pg(url: str) -> psycopg.Connection[Any]:
         raise StoreUnavailable(f"{e}; check MEMLEDGER_DATABASE_URL") from e
 
 
-def ensure_unused(settings: Settings, client: redis.Redis, conn: psycopg.Connection[Any]) -> None:
+def ensure_unused(settings: Settings, client: RedisClient, conn: psycopg.Connection[Any]) -> None:
     """Refuse a namespace that holds anything."""
     ns = settings.namespace
     if namespace_keys(client, ns) or schema_exists(conn, settings.db_schema):

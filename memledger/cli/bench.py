@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
     benches.command("messages")(bench_messages)
     benches.command("search")(bench_search)
     benches.command("projectors")(bench_projectors)
+    benches.command("cluster")(bench_cluster)
     app.add_typer(benches, name="bench")
     app.command("bench-scaling")(bench_scaling)
 
@@ -228,6 +229,25 @@ def bench(
         report = run_benchmark(settings(), events=events, repeat=repeat, seed=seed, progress=True,
                                query_rows=query_rows, only=chosen)
     show(report, json_file or old_json_file)
+
+
+def bench_cluster(
+    writers: int = typer.Option(4, "--writers", min=1, help="Writer processes appending at once."),
+    commands: int = typer.Option(5000, "--commands", min=1, help="Commands each writer appends per round."),
+    batch: int = typer.Option(10, "--batch", min=1, help="Commands per append_many call."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Rounds per target (medians)."),
+    json_file: JsonFileOpt = None,
+) -> None:
+    """Append throughput on a 3-master Redis Cluster against one Redis, both started here on
+    loopback (redis-server and redis-cli from PATH, AOF on) and removed at the end."""
+    from memledger.bench.cluster_bench import as_json, cluster_table, run_cluster_bench
+
+    with sigterm_interrupts(), console.status("appending to one Redis and to a 3-master cluster"):
+        figures = run_cluster_bench(writers, commands, batch, rounds)
+    console.print(cluster_table(figures))
+    if json_file is not None:
+        json_file.write_bytes(orjson.dumps(as_json(figures), option=orjson.OPT_INDENT_2))
+        console.print(f"figures written to {json_file}")
 
 
 def show(report: BenchReport, json_file: Path | None) -> None:

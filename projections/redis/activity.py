@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
-import redis
 
+from ledger.connections import RedisClient
 from ledger import events as ev
 from ledger.events import RecordedEvent
 from ledger.partitions import partition_for
@@ -110,7 +110,7 @@ class ActivityProjection(RedisProjection):
     version = 1
     script = "activity.lua"
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int, label: str | None = None,
+    def __init__(self, client: RedisClient, namespace: str, partitions: int, label: str | None = None,
                  length: int = 100):
         super().__init__(client, namespace, partitions, label)
         self.length = length
@@ -150,7 +150,7 @@ class ActivityProjection(RedisProjection):
 class ActivityFeed:
     """An agent's recent activity, newest first, from the live generation."""
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int):
         self.client, self.namespace, self.partitions = client, namespace, partitions
         self.keys = ModelKeys(namespace, ActivityProjection.name)
 
@@ -168,7 +168,7 @@ def _body(item: bytes | str) -> bytes:
     return raw.split(b"|", 1)[1]
 
 
-def watch(client: redis.Redis, namespace: str, org_id: str, stop: threading.Event | None = None,
+def watch(client: RedisClient, namespace: str, org_id: str, stop: threading.Event | None = None,
           poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
     """The org's events as the live activity projector applies them, until `stop` is set."""
     pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-import redis
 
+from ledger.connections import RedisClient, node_client
 from ledger import events as ev
 from ledger.events import RecordedEvent
 
@@ -127,7 +127,7 @@ class AnalyticsReport:
 class Analytics:
     """Reports over a range of days, read from the live generation."""
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int):
         self.client, self.namespace, self.partitions = client, namespace, partitions
         self.keys = ModelKeys(namespace, AnalyticsProjection.name)
 
@@ -178,7 +178,9 @@ class Analytics:
                         pipe.echo("0")
             if writes:
                 pipe.unlink(*(k for k, _ in writes))
-        replies = pipelined(self.client, union, "counting unique ids")[len(writes):]
+        # Every scratch key has the one tag, so on a Redis Cluster its node runs the whole union
+        # (a cluster pipeline refuses multi-key PFCOUNT).
+        replies = pipelined(node_client(self.client, tag), union, "counting unique ids")[len(writes):]
         return [[int(x) for x in replies[f * (days + 1):(f + 1) * (days + 1)]] for f in range(len(families))]
 
 

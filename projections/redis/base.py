@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import orjson
 import redis
 
-from ledger.connections import connect_redis
+from ledger.connections import RedisClient, connect_redis, disconnect, node_client
 from ledger.errors import OutdatedReadModel
 from ledger.events import RecordedEvent
 from ledger.scripts import LuaScript
@@ -60,7 +60,7 @@ class RedisProjection(ABC):
     script: ClassVar[str] = ""  # the batch script in projections/lua/
     skips_poison: ClassVar[bool] = True  # see projections.base.Projection
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int, label: str | None = None):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int, label: str | None = None):
         self.client, self.namespace, self.partitions = client, namespace, partitions
         self.keys = ModelKeys(namespace, self.name)
         self.fixed_label = None if label is None else check_label(label)
@@ -198,7 +198,7 @@ class RedisProjection(ABC):
             raise FencedOut(f"{self.name} partition {partition} moved past {after}")
 
     def reconnect(self) -> None:
-        self.client.connection_pool.disconnect()
+        disconnect(self.client)
 
     def close(self) -> None:
         self.client.close()
@@ -225,9 +225,8 @@ class RedisProjection(ABC):
     def _generation_keys(self) -> dict[int, list[bytes]]:
         found: dict[int, list[bytes]] = {}
         for p in range(self.partitions):
-            pattern = self.keys.prefix(p, self.label(p)) + ":*"
-            found[p] = sorted(call(lambda: list(self.client.scan_iter(match=pattern, count=SCAN_COUNT)),
-                                   "listing keys"))
+            pattern, node = self.keys.prefix(p, self.label(p)) + ":*", self._node(p)
+            found[p] = sorted(call(lambda: list(node.scan_iter(match=pattern, count=SCAN_COUNT)), "listing keys"))
         return found
 
     def digest(self) -> dict[str, str]:
@@ -238,7 +237,7 @@ class RedisProjection(ABC):
         families: dict[str, tuple[int, Any]] = {}
         for p, names in self._generation_keys().items():
             prefix = len(self.keys.prefix(p, self.label(p))) + 1
-            values = self._values(names)
+            values = self._values(self._node(p), names)
             for name, value in zip(names, values):
                 relative = text(name)[prefix:]
                 family = relative.split(":", 1)[0]
@@ -249,15 +248,20 @@ class RedisProjection(ABC):
                 families[family] = (count + 1, h)
         return {f: f"{n}:{h.hexdigest()}" for f, (n, h) in sorted(families.items())}
 
-    def _values(self, names: list[bytes]) -> list[Any]:
-        kinds = [text(k) for k in pipelined(self.client, lambda pipe: [pipe.type(n) for n in names], "typing keys")]
+    def _node(self, partition: int) -> redis.Redis:
+        """The server holding the partition's keys (on a cluster, its node: scans and pipelines
+        there see only that node's keys and may use every command, PFCOUNT included)."""
+        return node_client(self.client, self.keys.tag(partition))
+
+    def _values(self, client: redis.Redis, names: list[bytes]) -> list[Any]:
+        kinds = [text(k) for k in pipelined(client, lambda pipe: [pipe.type(n) for n in names], "typing keys")]
         readers = {"string": lambda pipe, n: pipe.get(n), "hash": lambda pipe, n: pipe.hgetall(n),
                    "zset": lambda pipe, n: pipe.zrange(n, 0, -1, withscores=True),
                    "list": lambda pipe, n: pipe.lrange(n, 0, -1), "set": lambda pipe, n: pipe.smembers(n),
                    "none": lambda pipe, n: pipe.exists(n)}
-        values = pipelined(self.client, lambda pipe: [readers[k](pipe, n) for k, n in zip(kinds, names)], "digest")
+        values = pipelined(client, lambda pipe: [readers[k](pipe, n) for k, n in zip(kinds, names)], "digest")
         hlls = [i for i, v in enumerate(values) if isinstance(v, bytes) and v.startswith(HLL_MAGIC)]
-        counts = pipelined(self.client, lambda pipe: [pipe.pfcount(names[i]) for i in hlls], "digest")
+        counts = pipelined(client, lambda pipe: [pipe.pfcount(names[i]) for i in hlls], "digest")
         for i, count in zip(hlls, counts):
             values[i] = ("hll", count)
         # Lists keep their order (it is the state); hashes, sets and sorted sets are sorted.

@@ -55,9 +55,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis
 
-from ledger.connections import connect_redis, read_database_url
+from ledger.connections import RedisClient, connect_redis, read_database_url
 from ledger.errors import StoreUnavailable
 from ledger.scripts import LuaScript
 from ledger.settings import Settings
@@ -128,7 +127,7 @@ class Lookup:
 class QueryCache:
     """Cached `MemoryQuery` results of one namespace (reader side)."""
 
-    def __init__(self, client: redis.Redis, namespace: str, schema: str, ttl_s: int, clock: Clock = utc_now,
+    def __init__(self, client: RedisClient, namespace: str, schema: str, ttl_s: int, clock: Clock = utc_now,
                  fill: bool = True):
         self.client, self.namespace, self.schema, self.ttl_s = client, namespace, schema, ttl_s
         self.fill = fill  # False: results computed here are not stored (a replica's; module docstring)
@@ -202,7 +201,7 @@ class QueryCache:
 class CachedMemoryStore(MemoryStore):
     """A MemoryStore whose `query` goes through the Redis query cache."""
 
-    def __init__(self, conninfo: str, schema: str, client: redis.Redis, namespace: str, ttl_s: int,
+    def __init__(self, conninfo: str, schema: str, client: RedisClient, namespace: str, ttl_s: int,
                  clock: Clock = utc_now, fill: bool = True):
         super().__init__(conninfo, schema, clock)
         self.cache = QueryCache(client, namespace, schema, ttl_s, clock, fill)
@@ -241,7 +240,7 @@ class CacheInvalidation:
     and after of each memory row it changed, as MemoriesProjection.write reports them).
     """
 
-    def __init__(self, client: redis.Redis, namespace: str, schema: str):
+    def __init__(self, client: RedisClient, namespace: str, schema: str):
         self.client, self.namespace, self.schema = client, namespace, schema
         self._script = LuaScript(client, "cache_invalidate.lua", package="projections")
         self._pending: dict[int, tuple[str, list[str]]] = {}  # partition -> token, orgs
@@ -283,11 +282,11 @@ def attach_query_cache(projection: PostgresProjection, settings: Settings, schem
 # -- operators -----------------------------------------------------------------------------
 
 
-def _gen_keys(client: redis.Redis, namespace: str) -> list[bytes]:
+def _gen_keys(client: RedisClient, namespace: str) -> list[bytes]:
     return call(lambda: list(client.scan_iter(match=f"{{{namespace}:qc:*}}:gen", count=1000)), "listing caches")
 
 
-def cache_stats(client: redis.Redis, namespace: str) -> dict[str, int]:
+def cache_stats(client: RedisClient, namespace: str) -> dict[str, int]:
     """Lookups answered from the cache (hits) and not (misses), over every org."""
     names = _gen_keys(client, namespace)
     replies = pipelined(client, lambda pipe: [pipe.hmget(n, "hits", "misses") for n in names], "reading cache stats")
@@ -296,7 +295,7 @@ def cache_stats(client: redis.Redis, namespace: str) -> dict[str, int]:
     return {"hits": hits, "misses": misses, "orgs": len(names)}
 
 
-def invalidate_all(client: redis.Redis, namespace: str) -> int:
+def invalidate_all(client: RedisClient, namespace: str) -> int:
     """Drop every cached result of the namespace (bumps each org's epoch); returns the orgs."""
     names = _gen_keys(client, namespace)
     pipelined(client, lambda pipe: [pipe.hincrby(n, "epoch", 1) for n in names], "invalidating the cache")

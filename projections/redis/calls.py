@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
 
+from ledger.connections import REDIS_TRANSIENT, RedisClient
 from ledger.errors import StoreUnavailable
 
 __all__ = ["call", "pipelined"]
@@ -19,11 +19,11 @@ def call(action: Callable[[], T], what: str) -> T:
     """Run one Redis call, translating connection failures into the transient StoreUnavailable."""
     try:
         return action()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable ({what}): {e}") from e
 
 
-def pipelined(client: redis.Redis, fill: Callable[[Any], object], what: str) -> list[Any]:
+def pipelined(client: RedisClient, fill: Callable[[Any], object], what: str) -> list[Any]:
     """Run the commands `fill(pipe)` queues in one round trip; their replies."""
     def run() -> list[Any]:
         with client.pipeline(transaction=False) as pipe:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import redis
 
+from ledger.connections import RedisClient
 from .keys import ModelKeys, text
 from .calls import pipelined
 
@@ -20,7 +20,7 @@ __all__ = ["RedisCheckpoints"]
 class RedisCheckpoints:
     """CheckpointStore of one Redis read model; `label_of(partition)` names the generation read."""
 
-    def __init__(self, client: redis.Redis, keys: ModelKeys, partitions: int, label_of: Callable[[int], str]):
+    def __init__(self, client: RedisClient, keys: ModelKeys, partitions: int, label_of: Callable[[int], str]):
         self.client, self.keys, self.partitions, self.label_of = client, keys, partitions, label_of
         self.projection = keys.model
 

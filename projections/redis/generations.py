@@ -27,6 +27,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ledger.connections import is_cluster
 from ledger.errors import ProjectionError
 from ledger.settings import Settings
 
@@ -158,7 +159,12 @@ class RedisShadow:
             pipe.delete(self.record)
 
         def run() -> None:
-            with self.client.pipeline(transaction=True) as pipe:
+            # One MULTI on one server. A Redis Cluster has no MULTI across slots (each partition's
+            # pointer has its own): there the pointers move one by one, then the record goes. A
+            # reader meanwhile may see partitions of both generations, each a whole fold of its
+            # partition, so any merge across partitions stays exact; a crash before the record
+            # is deleted leaves the rebuild to resume and swap again.
+            with self.client.pipeline(transaction=not is_cluster(self.client)) as pipe:
                 promote(pipe)
                 pipe.execute()
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis
 
+from ledger.connections import RedisClient
 from ledger import events as ev
 from ledger.events import RecordedEvent
 from ledger.scripts import LuaScript
@@ -69,7 +69,7 @@ class RecentMessagesProjection(RedisProjection):
     version = 1
     script = "recent_messages.lua"
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int, label: str | None = None,
+    def __init__(self, client: RedisClient, namespace: str, partitions: int, label: str | None = None,
                  cap: int = 30, ttl_s: int = 7200):
         super().__init__(client, namespace, partitions, label)
         self.cap, self.ttl_ms = cap, ttl_s * 1000
@@ -116,14 +116,14 @@ class CacheRead:
 class RecentMessagesCache:
     """The reader side: read (refreshing the TTL), refill after a miss, statistics."""
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int, cap: int, ttl_s: int):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int, cap: int, ttl_s: int):
         self.client, self.partitions, self.cap, self.ttl_ms = client, partitions, cap, ttl_s * 1000
         self.keys = ModelKeys(namespace, NAME)
         self._read = LuaScript(client, "recent_read.lua", package="projections")
         self._refill = LuaScript(client, "recent_refill.lua", package="projections")
 
     @classmethod
-    def open(cls, client: redis.Redis, settings: Settings) -> RecentMessagesCache:
+    def open(cls, client: RedisClient, settings: Settings) -> RecentMessagesCache:
         return cls(client, settings.namespace, settings.partitions, settings.session_cache_messages,
                    settings.session_cache_ttl)
 

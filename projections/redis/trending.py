@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import redis
 
+from ledger.connections import RedisClient
 from ledger import events as ev
 from ledger.events import RecordedEvent
 from ledger.scripts import LuaScript
@@ -69,7 +69,7 @@ class TrendingProjection(RedisProjection):
     version = 1
     script = "trending.lua"
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int, label: str | None = None,
+    def __init__(self, client: RedisClient, namespace: str, partitions: int, label: str | None = None,
                  retention_hours: int = 0):
         super().__init__(client, namespace, partitions, label)
         self.retention_s = retention_hours * HOUR
@@ -121,7 +121,7 @@ def _split_member(member: str) -> tuple[str, str]:
     return agent, memory
 
 
-def live_labels(client: redis.Redis, keys: ModelKeys, partitions: int, default: str) -> list[str]:
+def live_labels(client: RedisClient, keys: ModelKeys, partitions: int, default: str) -> list[str]:
     """The generation queries read, per partition (the pointer, else the default)."""
     values = pipelined(client, lambda pipe: [pipe.get(keys.pointer(p)) for p in range(partitions)],
                        f"reading the {keys.model} pointers")
@@ -131,7 +131,7 @@ def live_labels(client: redis.Redis, keys: ModelKeys, partitions: int, default: 
 class Trending:
     """Rankings over a window, read from the live generation."""
 
-    def __init__(self, client: redis.Redis, namespace: str, partitions: int):
+    def __init__(self, client: RedisClient, namespace: str, partitions: int):
         self.client, self.partitions = client, partitions
         self.keys = ModelKeys(namespace, TrendingProjection.name)
         self._top = LuaScript(client, "trending_top.lua", package="projections")
