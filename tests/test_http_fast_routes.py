@@ -151,7 +151,7 @@ def test_the_probe_declines_when_redis_is_unreachable_or_a_cluster() -> None:
     import socket
 
     from ledger import Settings
-    from memledger.http.cache_probe import CacheProbe
+    from projections.redis.cache_probe import CacheProbe
     from projections import MemoryQuery
     from projections.redis import QueryCache
 

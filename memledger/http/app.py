@@ -17,10 +17,10 @@ from fastapi import FastAPI
 
 from ledger import Settings
 from memledger.app import App
+from projections.redis.cache_probe import CacheProbe
 
 from . import conversations, live, metrics, operations, problems, reads, search, writes
 from .auth import Gate
-from .cache_probe import CacheProbe
 from .fast_routes import FastRoutes
 from .middleware import BodyGuard, ServerTiming
 from .operations import OpsView

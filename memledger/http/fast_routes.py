@@ -29,10 +29,10 @@ from starlette.requests import Request
 
 from ledger.errors import LedgerError
 from memledger.app import App
+from projections.redis.cache_probe import CacheProbe
 from memledger.principal import Principal
 
 from .auth import Gate
-from .cache_probe import CacheProbe
 from .middleware import PARSED_BODY, ASGIApp, Receive, Scope, Send, replay_body, timing_mark
 from .models import StoreIn
 from .problems import HttpProblem, problem_body, problem_for

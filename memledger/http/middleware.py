@@ -117,7 +117,7 @@ class ServerTiming:
     check), `wait` (a `consistent_with` read waiting for its write), `handler` (the route and the
     response's encoding, the wait excluded) where they happened, and `total` always; plus
     `route;desc="fast"` when memledger/http/fast_routes.py answered, and `cache;desc=...` when
-    it answered a cache hit on the event loop (memledger/http/cache_probe.py).
+    it answered a cache hit on the event loop (projections/redis/cache_probe.py).
 
     Parts are noted by `timing_mark` in a dict this middleware puts in a context variable."""
 

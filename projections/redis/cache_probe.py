@@ -1,4 +1,4 @@
-"""A query-cache hit answered on the event loop, without a worker thread.
+"""A query-cache hit answered on an asyncio event loop (the HTTP server's), without a worker thread.
 
 A cached `GET /v1/memories` costs the App one Redis call; served through a worker thread it
 also paid two thread switches, which cost more than the call itself once the machine is busy.
@@ -11,7 +11,6 @@ hits only, so the cache's statistics see each request once.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import redis
@@ -21,13 +20,10 @@ from ledger.connections import redis_url
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
-    from projections import MemoryQuery
-    from projections.query import Row
-    from projections.redis import QueryCache
+    from ..query import MemoryQuery, Row
+    from .cache import QueryCache
 
 __all__ = ["CacheProbe"]
-
-log = logging.getLogger("memledger.http")
 
 #: URL schemes the probe's client speaks (a cluster's slots are the thread path's business).
 _PLAIN = ("redis://", "rediss://", "unix://")
