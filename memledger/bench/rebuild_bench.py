@@ -240,6 +240,10 @@ def bulk_limit(settings: Settings) -> float:
             for table, (columns, data) in finals.items():
                 copy = f"bulk_limit_{table}"
                 conn.execute(f"CREATE TABLE {copy} (LIKE {table} INCLUDING DEFAULTS INCLUDING GENERATED)")
+                for (definition,) in conn.execute(  # what fills derived columns (memories.search)
+                        "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                        " WHERE c.oid = to_regclass(%s) AND NOT t.tgisinternal", (table,)).fetchall():
+                    conn.execute(re.sub(r" ON \S+ FOR EACH ", f" ON {copy} FOR EACH ", str(definition), count=1))
                 with conn.cursor().copy(f"COPY {copy} ({columns}) FROM STDIN (FORMAT BINARY)") as stream:
                     stream.write(data)
                 for (definition,) in conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
@@ -251,11 +255,16 @@ def bulk_limit(settings: Settings) -> float:
                 conn.execute(f"DROP TABLE IF EXISTS bulk_limit_{table}")
 
 
+# Columns the database derives from others (by a trigger): the limit computes them too.
+_DERIVED = {("memories", "search")}
+
+
 def _copy_out(conn: Any, table: str) -> tuple[str, bytes]:
-    """The table's stored (not generated) columns, and its rows in COPY's binary format."""
+    """The table's own (not derived) columns, and its rows in COPY's binary format."""
     names = [r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-        " AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position", (table,)).fetchall()]
+        " AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position", (table,)).fetchall()
+        if (table, r[0]) not in _DERIVED]
     columns = ", ".join(names)
     data = bytearray()
     with conn.cursor().copy(f"COPY {table} ({columns}) TO STDOUT (FORMAT BINARY)") as stream:
