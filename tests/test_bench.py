@@ -63,6 +63,11 @@ def test_tiny_run_measures_every_figure_and_leaves_nothing(settings: Settings, r
         ceiling = report.result(f"{rate}, CPU ceiling").figure
         assert f"{rate}, CPU ceiling" in names and ceiling.unit == "events/s"
         assert ceiling.note.startswith("CPU per event: Python ") and " µs + " in ceiling.note, ceiling.note
+    # ... the rebuild against its bulk-load limit, with its Python CPU per event against the live
+    # projector's and its peak memory
+    assert report.result("replay rebuild memories").figure.baseline == "bulk-load limit of memories"
+    assert report.result("replay rebuild memories, Python CPU per event").ratio is not None
+    assert report.result("replay rebuild memories, peak RSS").figure.unit == "MB"
     first = saved["figures"][0]
     assert {"name", "value", "unit", "target", "baseline", "ratio", "passed", "samples"} <= set(first)
     # ... and nothing of the run remains

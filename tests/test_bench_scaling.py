@@ -1,4 +1,5 @@
-"""bench-scaling at tiny sizes: a rebuild per size, figures with their CPU, the chart."""
+"""bench-scaling at tiny sizes: a rebuild per size with its CPU, bulk-load limit and peak
+memory, query latency per table size, and the charts."""
 
 from __future__ import annotations
 
@@ -7,25 +8,42 @@ from pathlib import Path
 import pytest
 
 from ledger import Settings
-from memledger.bench.scaling import as_json, chart, run_scaling
+from memledger.bench.scaling import as_json, chart, run_query_scaling, run_scaling, text_chart
 
 
-def test_each_size_is_rebuilt_and_reported_with_its_cpu(settings: Settings, tmp_path: Path) -> None:
+def test_each_size_is_rebuilt_and_reported_with_its_cpu_limit_and_memory(settings: Settings, tmp_path: Path) -> None:
     # When two small histories are rebuilt (each in a namespace of its own)
     seen: list[int] = []
     figures = run_scaling(settings, [400, 1200], progress=seen.append)
 
-    # Then each size has its rebuild, its raw COPY and the CPU both sides spent
+    # Then each size has its rebuild, its raw COPY, the CPU both sides spent, the bulk-load
+    # limit beside it and the peak memory of the process that rebuilt it
     assert seen == [400, 1200] and [f.events for f in figures] == [400, 1200]
-    rows = as_json(figures)
+    rows = as_json(figures)["rebuild"]
     for row in rows:
-        assert row["rebuild_s"] > 0 and row["copy_s"] > 0
+        assert row["rebuild_s"] > 0 and row["copy_s"] > 0 and row["limit_s"] > 0
         assert row["rebuild_rate"] == pytest.approx(row["events"] / row["rebuild_s"])
+        assert row["vs_limit"] == pytest.approx(row["limit_s"] / row["rebuild_s"])
         assert row["python_cpu_s"] > 0 and row["postgres_cpu_s"] >= 0
         assert row["cpu_ceiling"] > 0
+        assert 10 < row["peak_rss_mb"] < 4096  # a Python process's, in MB (not KiB, not bytes)
     # (a backend of the tiniest rebuild may end between two polls of the meter; the sum may not)
     assert sum(row["postgres_cpu_s"] for row in rows) > 0
-    # ... and the chart is a PNG
+    # ... and the charts are text and a PNG
+    text = text_chart(figures)
+    assert "1,200" in text and "peak RSS" in text
     png = tmp_path / "scaling.png"
     chart(figures, png, "tiny")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_query_latency_is_measured_per_table_size(settings: Settings, tmp_path: Path) -> None:
+    # When the query workload runs on two small tables
+    seen: list[int] = []
+    queries = run_query_scaling(settings, [200, 2000], progress=seen.append)
+
+    # Then each size has its latencies, p99 at or above p50, and they chart
+    assert seen == [200, 2000] and [q.rows for q in queries] == [200, 2000]
+    assert all(0 < q.p50_ms <= q.p99_ms for q in queries)
+    assert as_json([], queries)["query"][1]["rows"] == 2000
+    assert "uncached query p50" in text_chart([], queries)

@@ -7,7 +7,14 @@ deleted afterwards): generate a seeded store-heavy history (70% stores, then upd
 tags, recalls, forgets over 24 agents in 4 orgs), load 99% of it into the event archive
 with one COPY (timed: the raw COPY figure) and the last 1% into the streams (`EventLog.load`,
 so the rebuild crosses from archive to stream, as after a trim), then time
-`replay.rebuild(settings, "memories")`: shadow schema, replay, catch-up, swap.
+`replay.rebuild(settings, "memories")`: shadow schema, replay, catch-up, swap. The rebuild
+runs in a process of its own (spawned, so it inherits none of the generated history), whose
+peak resident memory (`ru_maxrss`) is the rebuild's: it must not grow with history size.
+
+The bulk-load limit, measured in the same run after the rebuild: read the same history from
+the archive (every body, in pages, as the rebuild reads it), COPY the final rows of the read
+model's tables into index-free copies of them, then build their indexes (the same
+`maintenance_work_mem` the rebuild's index build gets). No rebuild can beat that.
 Rebuild time should grow linearly with history size: the per-event time is printed too.
 `memledger bench-scaling` runs the same measurement over a range of sizes (`scaling`).
 """
@@ -15,8 +22,11 @@ Rebuild time should grow linearly with history size: the per-event time is print
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
+import re
+import resource
 import time
 import uuid
 from collections import defaultdict
@@ -33,12 +43,14 @@ from ledger.archive import copy_rows
 from ledger.partitions import partition_for
 from ledger.postgres import connection
 from projections.postgres import migrate
+from projections.postgres.memories import MemoriesProjection
+from projections.postgres.shadow_schema import INDEX_BUILD_MEMORY
 from replay.rebuild import BATCH, rebuild
 
 from .cpu_meter import CpuMeter
 from .sandbox import drop_namespace
 
-__all__ = ["Figures", "Row", "history", "load", "main", "measure", "namespace"]
+__all__ = ["Figures", "Row", "bulk_limit", "history", "load", "main", "measure", "namespace"]
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 EPOCH_MS = int(EPOCH.timestamp() * 1000)
@@ -65,6 +77,21 @@ class Figures:
     rebuild_s: float
     python_cpu_s: float = 0.0  # CPU of this process during the rebuild (all threads)
     postgres_cpu_s: float = 0.0  # CPU of the PostgreSQL backends serving it (same host only)
+    limit_s: float = 0.0  # the bulk-load limit: read the history, COPY the final rows, build the indexes
+    peak_rss_mb: float = 0.0  # peak resident memory of the process that ran the rebuild
+
+    @property
+    def limit_rate(self) -> float:
+        return self.events / self.limit_s if self.limit_s else 0.0
+
+    @property
+    def vs_limit(self) -> float:
+        """The rebuild's rate as a share of the bulk-load limit's (1.0: as fast as a bulk load)."""
+        return self.limit_s / self.rebuild_s if self.rebuild_s else 0.0
+
+    @property
+    def python_us_per_event(self) -> float:
+        return 1e6 * self.python_cpu_s / self.events
 
     @property
     def copy_rate(self) -> float:
@@ -160,10 +187,90 @@ def measure(base: Settings, events: int, batch: int = BATCH, workers: int = 1) -
         migrate.upgrade(settings)
         copy_s = load(settings, rows)
         del rows
+        run = _rebuild_apart(settings, batch, workers)
+        if run["applied"] != events:
+            raise AssertionError(f"the rebuild applied {run['applied']} events, expected {events}")
+        return Figures(events, copy_s, run["seconds"], run["python_s"], run["postgres_s"], bulk_limit(settings),
+                       run["peak_rss_kb"] / 1024)
+
+
+def _rebuild_apart(settings: Settings, batch: int, workers: int) -> dict[str, float]:
+    """Run the rebuild in a spawned process (its own memory, nothing of the generated history)."""
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[dict[str, float] | str] = context.Queue()
+    child = context.Process(target=_rebuild_child, args=(settings, batch, workers, results), name="rebuild-bench")
+    child.start()
+    try:
+        out = results.get()
+    finally:
+        child.join()
+    if isinstance(out, str):
+        raise RuntimeError(f"the benchmarked rebuild failed: {out}")
+    return out
+
+
+def _rebuild_child(settings: Settings, batch: int, workers: int, results: multiprocessing.Queue[Any]) -> None:
+    try:
         with CpuMeter(settings) as cpu:
             result = rebuild(settings, "memories", batch=batch, workers=workers)
-        assert result.applied == events, (result.applied, events)
-        return Figures(events, copy_s, result.seconds, cpu.python_s, cpu.postgres_s)
+        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        results.put({"applied": result.applied, "seconds": result.seconds, "python_s": cpu.python_s,
+                     "postgres_s": cpu.postgres_s, "peak_rss_kb": max(usage, workers_rss)})
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def bulk_limit(settings: Settings) -> float:
+    """Seconds of the bulk-load limit for the history in `settings`' archive, whose memories read
+    model was just rebuilt: read every archived body, COPY the read model's final rows into
+    index-free copies of its tables, build their indexes. The copies are dropped afterwards."""
+    tables = MemoriesProjection.tables
+    with connection(settings, autocommit=True) as conn:
+        finals = {t: _copy_out(conn, t) for t in tables}  # not timed: the rows a rebuild arrives at
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor(name="bulk_limit_read") as cur:
+            cur.itersize = BATCH
+            cur.execute("SELECT stream_ms, stream_seq, subject_version, schema_version, body::text"
+                        " FROM event_archive ORDER BY partition, stream_ms, stream_seq")
+            while cur.fetchmany(BATCH):
+                pass
+        conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+        try:
+            for table, (columns, data) in finals.items():
+                copy = f"bulk_limit_{table}"
+                conn.execute(f"CREATE TABLE {copy} (LIKE {table} INCLUDING DEFAULTS INCLUDING GENERATED)")
+                for (definition,) in conn.execute(  # what fills derived columns (memories.search)
+                        "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                        " WHERE c.oid = to_regclass(%s) AND NOT t.tgisinternal", (table,)).fetchall():
+                    conn.execute(re.sub(r" ON \S+ FOR EACH ", f" ON {copy} FOR EACH ", str(definition), count=1))
+                with conn.cursor().copy(f"COPY {copy} ({columns}) FROM STDIN (FORMAT BINARY)") as stream:
+                    stream.write(data)
+                for (definition,) in conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+                                                  " AND tablename = %s", (table,)).fetchall():
+                    conn.execute(re.sub(r" INDEX \S+ ON \S+ ", f" INDEX ON {copy} ", str(definition), count=1))
+            return time.perf_counter() - started
+        finally:
+            for table in tables:
+                conn.execute(f"DROP TABLE IF EXISTS bulk_limit_{table}")
+
+
+# Columns the database derives from others (by a trigger): the limit computes them too.
+_DERIVED = {("memories", "search")}
+
+
+def _copy_out(conn: Any, table: str) -> tuple[str, bytes]:
+    """The table's own (not derived) columns, and its rows in COPY's binary format."""
+    names = [r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position", (table,)).fetchall()
+        if (table, r[0]) not in _DERIVED]
+    columns = ", ".join(names)
+    data = bytearray()
+    with conn.cursor().copy(f"COPY {table} ({columns}) TO STDOUT (FORMAT BINARY)") as stream:
+        for block in stream:
+            data += block
+    return columns, bytes(data)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -174,12 +281,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'events':>10} {'raw COPY ev/s':>14} {'rebuild s':>10} {'rebuild ev/s':>13} {'µs/event':>9} "
-          f"{'vs COPY':>8} {'python CPU s':>13} {'postgres CPU s':>15} {'CPU ceiling ev/s':>17}")
+          f"{'vs COPY':>8} {'python CPU s':>13} {'postgres CPU s':>15} {'CPU ceiling ev/s':>17} "
+          f"{'limit s':>8} {'vs limit':>9} {'peak RSS MB':>12}")
     for n in args.events:
         f = measure(Settings(), n, args.batch, args.workers)
         print(f"{f.events:>10,} {f.copy_rate:>14,.0f} {f.rebuild_s:>10.1f} {f.rebuild_rate:>13,.0f} "
               f"{1e6 * f.rebuild_s / f.events:>9.1f} {f.rebuild_rate / f.copy_rate:>8.2f} "
-              f"{f.python_cpu_s:>13.1f} {f.postgres_cpu_s:>15.1f} {f.cpu_ceiling:>17,.0f}", flush=True)
+              f"{f.python_cpu_s:>13.1f} {f.postgres_cpu_s:>15.1f} {f.cpu_ceiling:>17,.0f} "
+              f"{f.limit_s:>8.1f} {f.vs_limit:>9.2f} {f.peak_rss_mb:>12.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,63 +1,174 @@
-"""How cost grows with history size: rebuild time and throughput at 10k, 100k (300k and 1M) events.
+"""How cost grows with size: rebuild time and peak memory against history size, and uncached
+query latency against table size.
 
-Each size gets a namespace of its own (see `rebuild_bench.measure`): a seeded history is
-loaded into the archive with one COPY (the raw limit, timed) and the memories read model
-is rebuilt from it. The chart shows rebuild time against size on log-log axes with the
-line a perfectly linear cost would follow, and both rates against size.
+Each history size gets a namespace of its own (see `rebuild_bench.measure`): a seeded history
+is loaded into the archive with one COPY (timed), the memories read model is rebuilt from it
+in a process of its own (its peak RSS is the rebuild's) and the bulk-load limit is measured
+beside it. Rebuild time should grow linearly with history size and peak memory not at all.
+
+Each table size gets a fresh memories table filled set-based (`projections_bench.fill_memories`)
+and the bench's query workload run uncached against it (`MemoryStore.query`): the median
+latency should stay flat as the table grows.
+
+The chart: in the terminal as text (`text_chart`), and as a PNG when matplotlib is installed.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ledger import Settings
 
-from .rebuild_bench import Figures, measure
+from .projections_bench import fill_memories, query_workload
+from .rebuild_bench import Figures, measure, namespace
+
+__all__ = ["LARGE_QUERY_SIZES", "LARGE_SIZES", "QUERY_SIZES", "SIZES", "QueryFigures", "as_json", "chart",
+           "measure_queries", "run_query_scaling", "run_scaling", "text_chart"]
 
 SIZES = (10_000, 100_000)
-LARGE_SIZES = (10_000, 100_000, 300_000, 1_000_000)
+LARGE_SIZES = (100_000, 300_000, 1_000_000)
+QUERY_SIZES = (10_000, 100_000)
+LARGE_QUERY_SIZES = (10_000, 100_000, 1_000_000)
+QUERY_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class QueryFigures:
+    rows: int
+    p50_ms: float  # median over rounds of each round's p50
+    p99_ms: float
 
 
 def run_scaling(settings: Settings, sizes: Sequence[int], workers: int = 1,
-                progress: Callable[[int], None] | None = None) -> list[Figures]:
-    """Rebuild figures per history size (each in a fresh namespace, removed afterwards)."""
+                progress: Callable[[int], None] | None = None,
+                done: Callable[[Figures], None] | None = None) -> list[Figures]:
+    """Rebuild figures per history size (each in a fresh namespace, removed afterwards);
+    `progress(size)` before each, `done(figures)` after each."""
     out = []
     for n in sizes:
         if progress:
             progress(n)
         out.append(measure(settings, n, workers=workers))
+        if done:
+            done(out[-1])
     return out
 
 
-def as_json(figures: Sequence[Figures]) -> list[dict[str, float]]:
-    return [{"events": f.events, "copy_s": f.copy_s, "rebuild_s": f.rebuild_s, "copy_rate": f.copy_rate,
-             "rebuild_rate": f.rebuild_rate, "us_per_event": 1e6 * f.rebuild_s / f.events,
-             "python_cpu_s": f.python_cpu_s, "postgres_cpu_s": f.postgres_cpu_s, "cpu_ceiling": f.cpu_ceiling}
-            for f in figures]
+def measure_queries(settings: Settings, rows: int, rounds: int = QUERY_ROUNDS, seed: int = 0) -> QueryFigures:
+    """Uncached latency of the bench's query workload on a memories table of `rows` rows."""
+    from ledger.connections import database_url
+    from ledger.postgres import connect
+    from projections.postgres import migrate
+    from projections.postgres.memory_store import MemoryStore
+
+    with namespace(settings.model_copy(update={"namespace": "qs" + uuid.uuid4().hex[:10]})) as ns:
+        migrate.upgrade(ns)
+        with connect(ns, autocommit=True) as conn:
+            fill_memories(conn, ns.db_schema, rows)
+        store = MemoryStore(database_url(ns), ns.db_schema)
+        try:
+            queries, p50s, p99s = query_workload(seed), [], []
+            for q in queries[:20]:  # warm-up: plans and the buffer cache
+                store.query(q)
+            for _ in range(rounds):
+                took = []
+                for q in queries:
+                    started = time.perf_counter()
+                    store.query(q)
+                    took.append(1000 * (time.perf_counter() - started))
+                took.sort()
+                p50s.append(took[len(took) // 2])
+                p99s.append(took[min(len(took) - 1, int(len(took) * 0.99))])
+        finally:
+            store.close()
+    return QueryFigures(rows, statistics.median(p50s), statistics.median(p99s))
 
 
-def chart(figures: Sequence[Figures], path: Path, title: str) -> None:
-    """A PNG: rebuild time against history size (with a linear reference), and rates."""
+def run_query_scaling(settings: Settings, sizes: Sequence[int], progress: Callable[[int], None] | None = None,
+                      done: Callable[[QueryFigures], None] | None = None) -> list[QueryFigures]:
+    out = []
+    for n in sizes:
+        if progress:
+            progress(n)
+        out.append(measure_queries(settings, n))
+        if done:
+            done(out[-1])
+    return out
+
+
+def as_json(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) -> dict[str, list[dict[str, float]]]:
+    return {
+        "rebuild": [{"events": f.events, "copy_s": f.copy_s, "rebuild_s": f.rebuild_s, "copy_rate": f.copy_rate,
+                     "rebuild_rate": f.rebuild_rate, "us_per_event": 1e6 * f.rebuild_s / f.events,
+                     "python_cpu_s": f.python_cpu_s, "postgres_cpu_s": f.postgres_cpu_s,
+                     "cpu_ceiling": f.cpu_ceiling, "limit_s": f.limit_s, "vs_limit": f.vs_limit,
+                     "peak_rss_mb": f.peak_rss_mb} for f in figures],
+        "query": [{"rows": q.rows, "p50_ms": q.p50_ms, "p99_ms": q.p99_ms} for q in queries],
+    }
+
+
+def _bars(label: str, points: Sequence[tuple[int, float]], unit: str, width: int = 50) -> list[str]:
+    top = max((v for _, v in points), default=0.0) or 1.0
+    lines = [label]
+    for size, value in points:
+        bar = "█" * max(1, round(width * value / top)) if value > 0 else ""
+        lines.append(f"  {size:>10,} │{bar:<{width}} {value:,.1f} {unit}")
+    return lines
+
+
+def text_chart(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) -> str:
+    """The chart for a terminal: one bar per size, for each quantity, with the ideal in words."""
+    lines: list[str] = []
+    if figures:
+        first = figures[0]
+        lines += _bars("rebuild seconds against history size (linear is ideal)",
+                       [(f.events, f.rebuild_s) for f in figures], "s")
+        lines += [f"  {f.events:>10,}   linear from the smallest: {first.rebuild_s * f.events / first.events:,.1f} s"
+                  for f in figures[1:]]
+        lines += _bars("peak RSS of the rebuild process against history size (flat is ideal)",
+                       [(f.events, f.peak_rss_mb) for f in figures], "MB")
+    if queries:
+        lines += _bars("uncached query p50 against table size (flat is ideal)",
+                       [(q.rows, q.p50_ms) for q in queries], "ms")
+    return "\n".join(lines)
+
+
+def chart(figures: Sequence[Figures], path: Path, title: str, queries: Sequence[QueryFigures] = ()) -> None:
+    """A PNG: rebuild time (with a linear reference) and peak RSS against history size, and
+    query latency against table size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    panels = 3 if queries else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2))
+    time_ax: Any = axes[0]
+    rss_ax: Any = axes[1]
     sizes = [f.events for f in figures]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     first = figures[0]
-    left.loglog(sizes, [f.rebuild_s for f in figures], "o-", label="rebuild (memories)")
-    left.loglog(sizes, [first.rebuild_s * n / first.events for n in sizes], "--", color="grey",
-                label="linear from the smallest size")
-    left.loglog(sizes, [f.copy_s for f in figures], "s-", label="raw COPY of the same events")
-    left.set(xlabel="history size (events)", ylabel="seconds", title="Time against history size")
-    left.legend()
-    right.semilogx(sizes, [f.rebuild_rate for f in figures], "o-", label="rebuild events/s")
-    right.semilogx(sizes, [f.copy_rate for f in figures], "s-", label="raw COPY events/s")
-    right.set(xlabel="history size (events)", ylabel="events per second", title="Throughput against history size",
-              ylim=(0, None))
-    right.legend()
+    time_ax.loglog(sizes, [f.rebuild_s for f in figures], "o-", label="rebuild (memories)")
+    time_ax.loglog(sizes, [first.rebuild_s * n / first.events for n in sizes], "--", color="grey",
+                   label="linear from the smallest size")
+    time_ax.loglog(sizes, [f.limit_s for f in figures], "s-", label="bulk-load limit")
+    time_ax.set(xlabel="history size (events)", ylabel="seconds", title="Rebuild time")
+    time_ax.legend()
+    rss_ax.semilogx(sizes, [f.peak_rss_mb for f in figures], "o-", label="rebuild process peak RSS")
+    rss_ax.set(xlabel="history size (events)", ylabel="MB", title="Rebuild peak memory", ylim=(0, None))
+    rss_ax.legend()
+    if queries:
+        query_ax: Any = axes[2]
+        rows = [q.rows for q in queries]
+        query_ax.semilogx(rows, [q.p50_ms for q in queries], "o-", label="p50")
+        query_ax.semilogx(rows, [q.p99_ms for q in queries], "s-", label="p99")
+        query_ax.set(xlabel="memories in the table", ylabel="ms", title="Uncached query latency", ylim=(0, None))
+        query_ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -166,35 +167,68 @@ def bench_messages(
 
 
 def bench_scaling(
-    large: bool = typer.Option(False, "--large", help="Add the 300k and 1M-event sizes (several minutes more)."),
+    large: bool = typer.Option(False, "--large", help="Histories of 100k, 300k and 1M events and tables of 10k, "
+                                                      "100k and 1M memories (many minutes)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Rebuild worker processes."),
-    chart_file: Path | None = typer.Option(None, "--chart", metavar="PNG", help="Write the chart here."),
+    chart_file: Path | None = typer.Option(None, "--chart", metavar="PNG",
+                                           help="Write the chart here too (needs matplotlib)."),
     json_file: JsonFileOpt = None,
     old_json_file: OldJsonFileOpt = None,
 ) -> None:
-    """Rebuild time and throughput against history size (10k, 100k; 300k and 1M with --large)."""
-    from memledger.bench.scaling import LARGE_SIZES, SIZES, as_json, chart, run_scaling
+    """Rebuild time and peak memory against history size (10k, 100k; with --large 100k, 300k, 1M),
+    and uncached query latency against table size (10k, 100k; with --large also 1M)."""
+    from memledger.bench.rebuild_bench import Figures
+    from memledger.bench.scaling import (
+        LARGE_QUERY_SIZES,
+        LARGE_SIZES,
+        QUERY_SIZES,
+        SIZES,
+        QueryFigures,
+        as_json,
+        chart,
+        run_query_scaling,
+        run_scaling,
+        text_chart,
+    )
 
-    with sigterm_interrupts(), console.status("rebuilding") as status:
-        figures = run_scaling(settings(), LARGE_SIZES if large else SIZES, workers,
-                              lambda n: status.update(f"rebuilding {n:,} events"))
-    console.print(scaling_table(as_json(figures), workers))
+    sizes, query_sizes = (LARGE_SIZES, LARGE_QUERY_SIZES) if large else (SIZES, QUERY_SIZES)
+    started = time.monotonic()
+
+    def step(what: str) -> Callable[[int], None]:
+        return lambda n: console.print(f"[{time.monotonic() - started:6.0f}s] {what} {n:,} "
+                                       f"(load {os.getloadavg()[0]:.2f})")
+
+    def rebuilt(f: Figures) -> None:
+        console.print(f"         {f.events:,} events: rebuild {f.rebuild_s:.1f} s ({f.vs_limit:.2f}x the bulk-load "
+                      f"limit's rate), peak RSS {f.peak_rss_mb:.0f} MB")
+
+    def queried(q: QueryFigures) -> None:
+        console.print(f"         {q.rows:,} rows: p50 {q.p50_ms:.2f} ms, p99 {q.p99_ms:.2f} ms")
+
+    with sigterm_interrupts():
+        queries = run_query_scaling(settings(), query_sizes, step("querying a table of"), queried)
+        figures = run_scaling(settings(), sizes, workers, step("rebuilding a history of"), rebuilt)
+    rows = as_json(figures, queries)
+    console.print(scaling_table(rows["rebuild"], workers))
+    console.print(text_chart(figures, queries))
     if chart_file is not None:
-        chart(figures, chart_file, f"memory-ledger rebuild scaling ({os.cpu_count()} cores)")
-        console.print(f"chart written to {chart_file}")
+        try:
+            chart(figures, chart_file, f"memory-ledger scaling ({os.cpu_count()} cores)", queries)
+            console.print(f"chart written to {chart_file}")
+        except ImportError:
+            console.print("matplotlib is not installed: the chart above is the text one (and the JSON)")
     if (path := json_file or old_json_file) is not None:
-        path.write_bytes(orjson.dumps(as_json(figures), option=orjson.OPT_INDENT_2))
+        path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 
 
 def scaling_table(rows: list[dict[str, float]], workers: int) -> Table:
-    table = Table("events", "raw COPY ev/s", "rebuild s", "rebuild ev/s", "µs/event", "vs COPY", "Python CPU s",
-                  "PostgreSQL CPU s", "CPU ceiling ev/s",
-                  title=f"rebuild of memories, {workers} worker(s), load {os.getloadavg()[0]:.2f}")
+    table = Table("events", "rebuild s", "rebuild ev/s", "limit s", "vs limit", "Python µs/ev", "PG µs/ev",
+                  "peak RSS MB", title=f"rebuild of memories, {workers} worker(s), load {os.getloadavg()[0]:.2f}")
     for row in rows:
-        table.add_row(f"{row['events']:,.0f}", f"{row['copy_rate']:,.0f}", f"{row['rebuild_s']:.1f}",
-                      f"{row['rebuild_rate']:,.0f}", f"{row['us_per_event']:.1f}",
-                      f"{row['rebuild_rate'] / row['copy_rate']:.2f}x", f"{row['python_cpu_s']:.1f}",
-                      f"{row['postgres_cpu_s']:.1f}", f"{row['cpu_ceiling']:,.0f}")
+        table.add_row(f"{row['events']:,.0f}", f"{row['rebuild_s']:.1f}", f"{row['rebuild_rate']:,.0f}",
+                      f"{row['limit_s']:.1f}", f"{row['vs_limit']:.2f}x",
+                      f"{1e6 * row['python_cpu_s'] / row['events']:.0f}",
+                      f"{1e6 * row['postgres_cpu_s'] / row['events']:.0f}", f"{row['peak_rss_mb']:.0f}")
     return table
 
 

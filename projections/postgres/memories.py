@@ -48,6 +48,16 @@ def _insert(table: str, columns: list[str], key: list[str] | None = None) -> str
     return f"{sql} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
 
 
+def _update(table: str, columns: list[str], key: list[str]) -> str:
+    # Rows this batch loaded exist (read under the checkpoint's row lock): a plain UPDATE.
+    # An upsert would also build the proposed insert row first, computing the full-text
+    # column for it before finding the conflict.
+    sets = ", ".join(f"{c} = r.{c}" for c in columns if c not in key)
+    match = " AND ".join(f"t.{c} = r.{c}" for c in key)
+    return (f"UPDATE {table} AS t SET {sets} FROM json_populate_recordset(NULL::{table}, %s::json) AS r"
+            f" WHERE {match}")
+
+
 class MemoriesProjection(PostgresProjection):
     name = "memories"
     version = 1
@@ -87,8 +97,10 @@ class MemoriesProjection(PostgresProjection):
         # second store of an id): a plain insert, cheaper than the upsert the others need.
         _write_rows(cur, "memories", MEMORY_COLUMNS, None,
                     [v for k, v in changed.items() if v is not None and k not in before])
-        _write_rows(cur, "memories", MEMORY_COLUMNS, ["org_id", "agent_id", "memory_id"],
-                    [v for k, v in changed.items() if v is not None and k in before])
+        updated = [v for k, v in changed.items() if v is not None and k in before]
+        if updated:
+            cur.execute(_update("memories", MEMORY_COLUMNS, ["org_id", "agent_id", "memory_id"]),
+                        (orjson.dumps(updated).decode(),))
         _delete(cur, [k for k, v in changed.items() if v is None and k in before])
         _write_tag_stats(cur, _tag_deltas(before, changed))
         if not self.commit_hooks:  # only the query cache reads them; rebuilds have no hooks

@@ -9,7 +9,6 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
-    Computed,
     DateTime,
     Index,
     Integer,
@@ -93,7 +92,9 @@ memories = Table(
     Column("version", Integer, nullable=False),
     Column("recall_count", Integer, nullable=False),
     Column("last_recalled_at", TS),
-    Column("search", TSVECTOR, Computed("to_tsvector('english', content)", persisted=True)),
+    # to_tsvector('english', content), filled by a trigger on INSERT and on a change of the
+    # content only (migration 0006): a generated column was recomputed on every UPDATE.
+    Column("search", TSVECTOR),
     Index("memories_org_recent", "org_id", "updated_at"),
     Index("memories_org_importance", "org_id", "importance"),
     Index("memories_session", "org_id", "session_id"),
