@@ -178,3 +178,33 @@ def test_a_redis_cluster_without_a_broker_url_is_refused_in_one_line(settings: S
     errors = [line for line in done.stderr.decode().splitlines() if line.strip()]
     assert done.returncode == ConfigurationError.exit_code == 3
     assert len(errors) == 1 and "is a cluster" in errors[0] and "MEMLEDGER_BROKER_URL" in errors[0], errors
+
+
+def test_workers_on_rabbitmq_serve_a_ledger_on_redis_cluster(
+        cluster_settings: Settings, on_rabbitmq: Callable[[Settings], Settings], tmp_path: Path) -> None:
+    # Given a ledger on a 3-master Redis Cluster and the workers' broker on RabbitMQ
+    settings = on_rabbitmq(cluster_settings)
+    migrate.upgrade(settings)
+    watcher = Watcher(open_log(settings))
+    items = list(sessions(12, agents=4))
+    log_file = tmp_path / "worker.log"
+    worker = WorkerProcess(settings, log_file)
+    try:
+        worker.wait_for_workers()
+        # When sessions are ingested
+        _ingest(settings, items)
+        watcher.wait("SessionSummarized", 12, log_file=log_file)
+        time.sleep(1)  # a duplicate still in flight would show up now
+        watcher.poll()
+    finally:
+        worker.kill_all()
+        watcher.log.close()
+    # Then each is summarized once, its memories stored once, and no queue is left behind
+    summaries = Counter(r.event.subject_id for r in watcher.events if r.event.type == "SessionSummarized")
+    assert set(summaries) == {c.session_id for c in items} and set(summaries.values()) == {1}
+    stored = [r.event.subject_id for r in watcher.events if isinstance(r.event.data, ev.MemoryStored)]
+    assert len(stored) == len(set(stored)) >= 12
+    log = open_log(settings)
+    depth = queue_reader(settings, log).depth()
+    log.close()
+    assert (depth.ready, depth.delayed, depth.dead) == (0, 0, 0)
