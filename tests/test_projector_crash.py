@@ -40,6 +40,14 @@ def _projector(settings: Settings, *args: str, lease_ttl_ms: int = 500, errors: 
                             stderr=subprocess.PIPE if errors else subprocess.DEVNULL)
 
 
+def _wait_for_progress(settings: Settings, before: int, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Until the projector `proc` has committed past `before` events (or has exited)."""
+    deadline = time.monotonic() + timeout_s
+    while _applied(settings) <= before and proc.poll() is None:
+        assert time.monotonic() < deadline, f"the projector applied nothing past {before} in {timeout_s:.0f} s"
+        time.sleep(0.02)
+
+
 def _applied(settings: Settings) -> int:
     with psycopg.connect(database_url(settings), options=f"-c search_path={settings.db_schema}") as conn:
         row = conn.execute("SELECT coalesce(sum(stored + updated + forgotten + recalls + sessions), 0)"
@@ -53,12 +61,14 @@ def test_sigkill_at_random_points_leaves_tables_equal_to_a_clean_run(settings: S
     migrate.upgrade(settings)
     assert send_all(open_bus(settings), workload(50_000, seed=11)) == 50_000
     rnd, progress = random.Random(3), [0]
-    # When a projector is SIGKILLed at random points (at most 30 times, until it has
-    # finished), then allowed to finish. Short runs: a faster start-up or machine must not
-    # let the first few runs project everything before the kills land.
-    for _ in range(30):
+    # When a projector is SIGKILLed at random points (12 times, or until it has finished),
+    # then allowed to finish. Each kill lands a random 0.05-0.6 s after that run's first
+    # commit, not after its launch: a start-up slower than the kill (imports take about 1.7 s
+    # on a loaded machine) would otherwise kill every run before it wrote anything.
+    for _ in range(12):
         proc = _projector(settings, "--until-caught-up")
-        time.sleep(rnd.uniform(0.3, 1.0))
+        _wait_for_progress(settings, progress[-1], proc)
+        time.sleep(rnd.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         progress.append(_applied(settings))
