@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from ledger import Settings, open_log
-from ledger import archive
+from ledger import archive, archive_months
 from ledger.connections import database_url
 from ledger.events import stream_id_key
 from projections import run_projection
@@ -50,9 +50,9 @@ def test_rows_of_each_month_land_in_its_partition_and_a_position_range_prunes(se
     run_projection(settings, "archive", until_caught_up=True)
     # Then each row is in its month's partition, created by the projector before writing
     placed = sql(settings, "SELECT tableoid::regclass::text, stream_ms FROM event_archive ORDER BY stream_ms")
-    assert [name for name, _ in placed] == [archive.month_table(y, m) for y, m, _ in days]
+    assert [name for name, _ in placed] == [archive_months.month_table(y, m) for y, m, _ in days]
     with _connect(settings) as conn:
-        held = dict(archive.months(conn))
+        held = dict(archive_months.months(conn))
         assert (held["event_archive_y2026m08"], held["event_archive_y2026m09"], held["event_archive_y2026m10"]) \
             == (2, 1, 2)
         # and history reads across the months as one sequence
@@ -98,13 +98,13 @@ def test_migrating_a_non_partitioned_archive_keeps_every_row_in_its_month(
         # each in the partition of its month, every month from the first row's through next month present
         misplaced = [(t, ms) for t, ms in conn.execute(
             "SELECT tableoid::regclass::text, stream_ms FROM event_archive").fetchall()
-            if t != archive.month_table(*archive.month_of(ms))]
+            if t != archive_months.month_table(*archive_months.month_of(ms))]
         assert misplaced == []
-        names = [name for name, _ in archive.months(conn)]
+        names = [name for name, _ in archive_months.months(conn)]
         assert names[0] == "event_archive_y2025m11" and len(names) >= 15
-        assert sum(rows for _, rows in archive.months(conn)) == n
+        assert sum(rows for _, rows in archive_months.months(conn)) == n
         # and a rebuild's plan estimates from the months' statistics (the parent has none of its own)
-        for name, _ in archive.months(conn):  # as autovacuum does: the months, never the parent
+        for name, _ in archive_months.months(conn):  # as autovacuum does: the months, never the parent
             conn.execute(f'ANALYZE "{name}"')
         exact = archive.archive_count(conn, 1)
         monkeypatch.setattr(archive, "EXACT_BELOW", 100)

@@ -8,7 +8,7 @@ The archive becomes `PARTITION BY RANGE (stream_ms)`, one partition per calendar
 named `event_archive_yYYYYmMM`. Every existing row is moved, in this revision's transaction:
 the old table is renamed aside, the partitioned one created with the months from the oldest
 row through next month, the rows copied, the indexes built once over the filled months, and
-the old table dropped. Writers create later months themselves (`ledger.archive.ensure_months`).
+the old table dropped. Writers create later months themselves (`ledger.archive_months.ensure_months`).
 
 PostgreSQL requires the partition key in every unique key, so the primary key becomes
 (event_id, stream_ms); the position key (partition, stream_ms, stream_seq) already holds it.
@@ -22,7 +22,7 @@ from datetime import date
 from alembic import op
 from sqlalchemy import text
 
-from ledger.archive import month_bounds, month_table
+from ledger.archive_months import month_bounds, month_table
 
 revision = '0005'
 down_revision = '0004'
