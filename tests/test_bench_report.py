@@ -55,3 +55,24 @@ def test_only_selects_measurements_by_name_and_refuses_an_unknown_one() -> None:
     assert chosen == ["raw XADD, pipelined", "command path, CPU by stage", "Redis projectors, CPU by stage"]
     with pytest.raises(ValueError, match="no measurement matches 'nothing'; they are: raw XADD"):
         select_measurements(["nothing"])
+
+
+def test_the_cli_keeps_100_columns_when_its_output_is_piped() -> None:
+    """Piped to a file or a CI log (80 columns is rich's guess there), rows still fit on one line."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from test_bench_report import FIGURES\n"
+        "from memledger.bench.report import BenchReport, resolve\n"
+        "from memledger.cli.bench import show\n"
+        "show(BenchReport(resolve(FIGURES), {'events': 20_000, 'repeat': 3, 'seed': 0}, {}, {}, 'bench_x',\n"
+        "                 '2026-12-04T00:00:00+00:00', 12.0), None)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("COLUMNS", "LINES")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) > 80, out  # wider than the pipe's guess...
+    assert max(len(line) for line in lines) <= WIDTH, out  # ...and within 100
+    for figure in FIGURES:
+        assert len([line for line in lines if figure.name[:40] in line]) == 1, (figure.name, out)

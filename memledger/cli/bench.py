@@ -15,6 +15,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from memledger.bench import BenchReport, render_table, run_benchmark, write_json
@@ -286,10 +287,12 @@ def bench_cluster(
 
 def show(report: BenchReport, json_file: Path | None) -> None:
     """The figures as a table, the targets missed, and the JSON file when one was asked for."""
-    # Piped to a file or a CI log, rich would assume 80 columns and wrap rows the table fits in 100.
-    console.print(render_table(report), width=console.width if console.is_terminal else REPORT_WIDTH)
+    # Piped to a file or a CI log, rich assumes 80 columns (and print(width=) cannot widen a
+    # console), so it would wrap rows the table fits in 100: print through one that has 100.
+    out = console if console.is_terminal else Console(file=console.file, width=REPORT_WIDTH)
+    out.print(render_table(report))
     if report.failed:
-        console.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
+        out.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
     if json_file is not None:
         write_json(report, json_file)
         console.print(f"figures written to {json_file}")
