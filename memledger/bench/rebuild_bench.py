@@ -9,7 +9,8 @@ with one COPY (timed: the raw COPY figure) and the last 1% into the streams (`Ev
 so the rebuild crosses from archive to stream, as after a trim), then time
 `replay.rebuild(settings, "memories")`: shadow schema, replay, catch-up, swap. The rebuild
 runs in a process of its own (spawned, so it inherits none of the generated history), whose
-peak resident memory (`ru_maxrss`) is the rebuild's: it must not grow with history size.
+peak resident memory (VmHWM, not `ru_maxrss`, which Linux carries over from the parent across
+fork + exec) is the rebuild's: it must not grow with history size.
 
 The bulk-load limit, measured in the same run after the rebuild: read the same history from
 the archive (every body, in pages, as the rebuild reads it), COPY the final rows of the read
@@ -48,6 +49,7 @@ from projections.postgres.shadow_schema import INDEX_BUILD_MEMORY
 from replay.rebuild import BATCH, rebuild
 
 from .cpu_meter import CpuMeter
+from .rss import PeakRss
 from .sandbox import drop_namespace
 
 __all__ = ["Figures", "Row", "bulk_limit", "history", "load", "main", "measure", "namespace"]
@@ -211,12 +213,15 @@ def _rebuild_apart(settings: Settings, batch: int, workers: int) -> dict[str, fl
 
 def _rebuild_child(settings: Settings, batch: int, workers: int, results: multiprocessing.Queue[Any]) -> None:
     try:
-        with CpuMeter(settings) as cpu:
+        with CpuMeter(settings) as cpu, PeakRss() as rss:
             result = rebuild(settings, "memories", batch=batch, workers=workers)
-        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        # Not ru_maxrss: Linux carries the parent's high-water mark across fork + exec into it,
+        # so it would report the bench process (which held the generated history) instead.
+        # The workers' figure (workers > 1) is an upper bound of that kind: at most this
+        # process's size when they started, or their own peak.
+        workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else 0.0
         results.put({"applied": result.applied, "seconds": result.seconds, "python_s": cpu.python_s,
-                     "postgres_s": cpu.postgres_s, "peak_rss_kb": max(usage, workers_rss)})
+                     "postgres_s": cpu.postgres_s, "peak_rss_kb": 1024 * max(rss.mb, workers_rss)})
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         results.put(f"{type(e).__name__}: {e}")
 
