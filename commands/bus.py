@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from ledger.codec import encode
 from ledger.errors import CommandError, InvalidCommand, RateLimited, SystemOnly, Unauthorized
 from ledger.eventlog import Append, EventLog, Outcome, Receipt
-from ledger.ids import uuid7
+from ledger.ids import uuid7, uuid7_str
 
 from .decide import Decision, decide
 from .direct import encode_direct
@@ -185,7 +185,7 @@ class CommandBus:
         The commands agents send most are encoded straight from the command (see
         `commands.direct`: the same bytes, without building the event models); the others
         go through `decide()` and `encode()`."""
-        event_id = str(uuid7())
+        event_id = uuid7_str()
         direct = encode_direct(command, self.clock(), event_id)
         if direct is not None:
             return Append(org_id=command.org_id, agent_id=command.agent_id, kind=direct.kind,

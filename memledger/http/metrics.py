@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter as CountOf
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -79,17 +80,31 @@ class Metrics:
         if "problem+json" in content_type:
             self.rejected.labels(_code(doc)).inc()
         elif 200 <= status < 300:
+            # Tallied first, then one increment per series: a batch of hundreds of commands
+            # costs a few locked updates, not one (and a label lookup) per command.
+            tally: CountOf[str] = CountOf()
             for item in _results(doc):
-                self._count_one(item)
+                tally[_outcome(item)] += 1
+            for outcome, n in tally.items():
+                if outcome == _APPENDED:
+                    self.appended.inc(n)
+                elif outcome == _DUPLICATE:
+                    self.duplicates.inc(n)
+                elif outcome:
+                    self.rejected.labels(outcome).inc(n)
 
-    def _count_one(self, item: Any) -> None:
-        if not isinstance(item, dict):
-            return
-        ok = item.get("ok", bool(item.get("stream_id")))  # a batch result says `ok`; a receipt has a stream id
-        if ok is True:
-            (self.duplicates if item.get("duplicate") else self.appended).inc()
-        elif isinstance(item.get("code"), str):
-            self.rejected.labels(_code(item)).inc()
+
+_APPENDED, _DUPLICATE = "\0appended", "\0duplicate"  # not codes: a code is a client-visible word
+
+
+def _outcome(item: Any) -> str:
+    """What one result counts as: appended, a duplicate, its rejection code, or "" (nothing)."""
+    if not isinstance(item, dict):
+        return ""
+    ok = item.get("ok", bool(item.get("stream_id")))  # a batch result says `ok`; a receipt has a stream id
+    if ok is True:
+        return _DUPLICATE if item.get("duplicate") else _APPENDED
+    return _code(item) if isinstance(item.get("code"), str) else ""
 
 
 def _code(doc: Any) -> str:
