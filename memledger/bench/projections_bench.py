@@ -50,8 +50,10 @@ LAG_SECONDS = 3.0
 QUERIES = 300
 DEFAULT_QUERY_ROWS = 100_000
 
-MEMORIES_TARGETS = (Target(">= 25k events/s", 25_000, "min"), Target(">= 0.9x PG COPY", 0.9, "min", on="ratio"))
-LAG_TARGETS = {99: Target("< 100 ms", 100.0, "max")}
+#: Issue 18's targets are ratios to limits measured in the same run (the absolute 25k events/s
+#: of the round before is gone: this machine's speed moves by half from one day to the next).
+MEMORIES_TARGET = Target(">= 0.9x PG COPY", 0.9, "min", on="ratio")
+LAG_TARGETS = {99: Target("< 50 ms", 50.0, "max")}
 QUERY_TARGETS = {50: Target("< 10 ms (at 1M rows)", 10.0, "max")}
 
 
@@ -162,12 +164,11 @@ def measure_memories_projector(ctx: BenchContext) -> Sequence[Figure]:
     rounds = ctx.rounds(PROJECTOR_MEMORIES, lambda i: _project_once(ctx, MemoriesProjection, i))
     seconds = [r.seconds for r in rounds]
     note = f"batches of {ctx.settings.projector_batch}, from an empty read model"
-    by_rate = throughput(PROJECTOR_MEMORIES, GROUP, len(ctx.data), seconds, target=MEMORIES_TARGETS[0],
-                         baseline=RAW_COPY, note=note)
+    by_rate = throughput(PROJECTOR_MEMORIES, GROUP, len(ctx.data), seconds, baseline=RAW_COPY, note=note)
     by_ratio = throughput(f"{PROJECTOR_MEMORIES} vs COPY", GROUP, len(ctx.data), seconds,
-                          target=MEMORIES_TARGETS[1], baseline=RAW_MEMORIES_COPY,
+                          target=MEMORIES_TARGET, baseline=RAW_MEMORIES_COPY,
                           note="same rounds, against a COPY of the rows into the same table")
-    return [by_rate, by_ratio, cpu_figure(ctx, PROJECTOR_MEMORIES, rounds, "PostgreSQL", MEMORIES_TARGETS[0]),
+    return [by_rate, by_ratio, cpu_figure(ctx, PROJECTOR_MEMORIES, rounds, "PostgreSQL"),
             python_per_event(PROJECTOR_MEMORIES, rounds, len(ctx.data)),
             peak_rss(PROJECTOR_MEMORIES, rounds, "the bench process (it holds the data set too)")]
 
@@ -375,18 +376,27 @@ def _redis_projector_once(ctx: BenchContext, kind: Any, index: int) -> Round:
 
 
 REDIS_PROJECTOR = "projector {name} (whole process)"
-REDIS_PROJECTOR_TARGET = Target(">= 40k events/s", 40_000, "min")
+REDIS_PROJECTOR_TARGET = Target(">= 0.8x CPU ceiling", 0.8, "min", on="ratio")
 
 
 @measurement("Redis projectors, whole process")
 def measure_redis_projectors(ctx: BenchContext) -> Sequence[Figure]:
+    """Each Redis projector as it runs (one process), against the ceiling of the CPU it spent
+    (every core busy) and against the bound of one Python process (its Python CPU alone)."""
     from projections.redis import REDIS_PROJECTIONS
 
-    figures = []
+    figures, n = [], len(ctx.data)
     for kind in REDIS_PROJECTIONS:
         name = REDIS_PROJECTOR.format(name=kind.name)
         rounds = ctx.rounds(name, functools.partial(_redis_projector_once, ctx, kind))
-        figures.append(throughput(name, GROUP, len(ctx.data), [r.seconds for r in rounds],
-                                  target=REDIS_PROJECTOR_TARGET, note="XREAD + decode + Lua apply, one process"))
-        figures.append(cpu_figure(ctx, name, rounds, "Redis", REDIS_PROJECTOR_TARGET))
+        figures.append(throughput(name, GROUP, n, [r.seconds for r in rounds], target=REDIS_PROJECTOR_TARGET,
+                                  baseline=f"{name}, CPU ceiling", note="XREAD + decode + Lua apply, one process"))
+        figures.append(cpu_figure(ctx, name, rounds, "Redis"))
+        bounds = tuple(n / r.python_s for r in rounds if r.python_s)
+        if bounds:
+            figures.append(Figure(f"{name}, one-process bound", statistics.median(bounds), "events/s", GROUP, bounds,
+                                  note="events / the process's CPU: its threads share one interpreter lock, so "
+                                       "one process gets little past this whatever the cores (only work outside the "
+                                       "lock, such as socket calls, overlaps); the whole-process rate over the CPU "
+                                       "ceiling is then at most (process + Redis CPU) / (cores x process CPU)"))
     return figures
