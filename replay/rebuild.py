@@ -26,6 +26,7 @@ the shadow's committed progress as they are.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -47,14 +48,16 @@ from projections.shadow import Shadow
 from .parallel import replay_in_workers, shares
 from .targets import lock_keys, open_target
 
-__all__ = ["BATCH", "PartitionPlan", "Progress", "ReadAhead", "RebuildPlan", "RebuildResult", "Replayer",
-           "estimate_events", "fewer_collections", "parse_bound", "plan_rebuild", "rebuild", "refuse_trimmed"]
+__all__ = ["BATCH", "PARALLEL_ABOVE", "PartitionPlan", "Progress", "ReadAhead", "RebuildPlan", "RebuildResult",
+           "Replayer", "auto_workers", "estimate_events", "fewer_collections", "parse_bound", "plan_rebuild", "rebuild",
+           "refuse_trimmed"]
 
 T = TypeVar("T")
 BATCH = 20_000  # events per transaction: large batches fold repeated changes of a row into one write
 CATCH_UP_ROUNDS = 10
 CATCH_UP_LEFT = 2000  # swap once a catch-up round had no more than this to apply
 MAX_SEQ = 2**64 - 1
+PARALLEL_ABOVE = 200_000  # events; below, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,14 @@ def _stream_estimate(log: RedisEventLog, partition: int, after: str, bound: str 
 
 
 # -- the rebuild -------------------------------------------------------------------------
+
+
+def auto_workers(plan: RebuildPlan) -> int:
+    """How many processes `memledger replay rebuild` uses when not told: one per core (at most
+    one per partition, and 8) once the history is large enough to repay starting them."""
+    if plan.total < PARALLEL_ABOVE:
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(plan.partitions), 8))
 
 
 def rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = None, bound: str | None = None,

@@ -27,6 +27,7 @@ def test_each_size_is_rebuilt_and_reported_with_its_cpu_limit_and_memory(setting
         assert row["python_cpu_s"] > 0 and row["postgres_cpu_s"] >= 0
         assert row["cpu_ceiling"] > 0
         assert 10 < row["peak_rss_mb"] < 4096  # a Python process's, in MB (not KiB, not bytes)
+        assert row["workers"] == 1  # as `replay rebuild` chooses for so small a history
     # (a backend of the tiniest rebuild may end between two polls of the meter; the sum may not)
     assert sum(row["postgres_cpu_s"] for row in rows) > 0
     # ... and the charts are text and a PNG

@@ -46,7 +46,7 @@ from ledger.postgres import connection
 from projections.postgres import migrate
 from projections.postgres.memories import MemoriesProjection
 from projections.postgres.shadow_schema import INDEX_BUILD_MEMORY
-from replay.rebuild import BATCH, rebuild
+from replay.rebuild import BATCH, auto_workers, plan_rebuild, rebuild
 
 from .cpu_meter import CpuMeter
 from .rss import PeakRss
@@ -81,6 +81,7 @@ class Figures:
     postgres_cpu_s: float = 0.0  # CPU of the PostgreSQL backends serving it (same host only)
     limit_s: float = 0.0  # the bulk-load limit: read the history, COPY the final rows, build the indexes
     peak_rss_mb: float = 0.0  # peak resident memory of the process that ran the rebuild
+    workers: int = 1  # processes the rebuild ran on
 
     @property
     def limit_rate(self) -> float:
@@ -183,7 +184,9 @@ def namespace(base: Settings) -> Iterator[Settings]:
         drop_namespace(settings)
 
 
-def measure(base: Settings, events: int, batch: int = BATCH, workers: int = 1) -> Figures:
+def measure(base: Settings, events: int, batch: int = BATCH, workers: int = 0) -> Figures:
+    """One size: generate, load, rebuild (`workers` processes; 0: as many as `memledger replay
+    rebuild` would choose, replay.rebuild.auto_workers), then the bulk-load limit."""
     rows = history(events, base.partitions)
     with namespace(base) as settings:
         migrate.upgrade(settings)
@@ -193,7 +196,7 @@ def measure(base: Settings, events: int, batch: int = BATCH, workers: int = 1) -
         if run["applied"] != events:
             raise AssertionError(f"the rebuild applied {run['applied']} events, expected {events}")
         return Figures(events, copy_s, run["seconds"], run["python_s"], run["postgres_s"], bulk_limit(settings),
-                       run["peak_rss_kb"] / 1024)
+                       run["peak_rss_kb"] / 1024, int(run["workers"]))
 
 
 def _rebuild_apart(settings: Settings, batch: int, workers: int) -> dict[str, float]:
@@ -213,6 +216,7 @@ def _rebuild_apart(settings: Settings, batch: int, workers: int) -> dict[str, fl
 
 def _rebuild_child(settings: Settings, batch: int, workers: int, results: multiprocessing.Queue[Any]) -> None:
     try:
+        workers = workers or auto_workers(plan_rebuild(settings, "memories"))
         with CpuMeter(settings) as cpu, PeakRss() as rss:
             result = rebuild(settings, "memories", batch=batch, workers=workers)
         # Not ru_maxrss: Linux carries the parent's high-water mark across fork + exec into it,
@@ -221,7 +225,8 @@ def _rebuild_child(settings: Settings, batch: int, workers: int, results: multip
         # process's size when they started, or their own peak.
         workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else 0.0
         results.put({"applied": result.applied, "seconds": result.seconds, "python_s": cpu.python_s,
-                     "postgres_s": cpu.postgres_s, "peak_rss_kb": 1024 * max(rss.mb, workers_rss)})
+                     "postgres_s": cpu.postgres_s, "peak_rss_kb": 1024 * max(rss.mb, workers_rss),
+                     "workers": workers})
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         results.put(f"{type(e).__name__}: {e}")
 
@@ -282,18 +287,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=BATCH)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="rebuild processes (default 0: as `memledger replay rebuild` chooses)")
     args = parser.parse_args(argv)
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'events':>10} {'raw COPY ev/s':>14} {'rebuild s':>10} {'rebuild ev/s':>13} {'µs/event':>9} "
           f"{'vs COPY':>8} {'python CPU s':>13} {'postgres CPU s':>15} {'CPU ceiling ev/s':>17} "
-          f"{'limit s':>8} {'vs limit':>9} {'peak RSS MB':>12}")
+          f"{'limit s':>8} {'vs limit':>9} {'peak RSS MB':>12} {'workers':>8}")
     for n in args.events:
         f = measure(Settings(), n, args.batch, args.workers)
         print(f"{f.events:>10,} {f.copy_rate:>14,.0f} {f.rebuild_s:>10.1f} {f.rebuild_rate:>13,.0f} "
               f"{1e6 * f.rebuild_s / f.events:>9.1f} {f.rebuild_rate / f.copy_rate:>8.2f} "
               f"{f.python_cpu_s:>13.1f} {f.postgres_cpu_s:>15.1f} {f.cpu_ceiling:>17,.0f} "
-              f"{f.limit_s:>8.1f} {f.vs_limit:>9.2f} {f.peak_rss_mb:>12.0f}", flush=True)
+              f"{f.limit_s:>8.1f} {f.vs_limit:>9.2f} {f.peak_rss_mb:>12.0f} {f.workers:>8}", flush=True)
 
 
 if __name__ == "__main__":

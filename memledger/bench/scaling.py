@@ -45,7 +45,7 @@ class QueryFigures:
     p99_ms: float
 
 
-def run_scaling(settings: Settings, sizes: Sequence[int], workers: int = 1,
+def run_scaling(settings: Settings, sizes: Sequence[int], workers: int = 0,
                 progress: Callable[[int], None] | None = None,
                 done: Callable[[Figures], None] | None = None) -> list[Figures]:
     """Rebuild figures per history size (each in a fresh namespace, removed afterwards);
@@ -108,7 +108,7 @@ def as_json(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) ->
                      "rebuild_rate": f.rebuild_rate, "us_per_event": 1e6 * f.rebuild_s / f.events,
                      "python_cpu_s": f.python_cpu_s, "postgres_cpu_s": f.postgres_cpu_s,
                      "cpu_ceiling": f.cpu_ceiling, "limit_s": f.limit_s, "vs_limit": f.vs_limit,
-                     "peak_rss_mb": f.peak_rss_mb} for f in figures],
+                     "peak_rss_mb": f.peak_rss_mb, "workers": f.workers} for f in figures],
         "query": [{"rows": q.rows, "p50_ms": q.p50_ms, "p99_ms": q.p99_ms} for q in queries],
     }
 

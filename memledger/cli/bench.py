@@ -170,7 +170,8 @@ def bench_messages(
 def bench_scaling(
     large: bool = typer.Option(False, "--large", help="Histories of 100k, 300k and 1M events and tables of 10k, "
                                                       "100k and 1M memories (many minutes)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Rebuild worker processes."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Rebuild processes (0: as `memledger replay rebuild` "
+                                                            "chooses: one per core from 200k events)."),
     chart_file: Path | None = typer.Option(None, "--chart", metavar="PNG",
                                            help="Write the chart here too (needs matplotlib)."),
     json_file: JsonFileOpt = None,
@@ -210,7 +211,7 @@ def bench_scaling(
         queries = run_query_scaling(settings(), query_sizes, step("querying a table of"), queried)
         figures = run_scaling(settings(), sizes, workers, step("rebuilding a history of"), rebuilt)
     rows = as_json(figures, queries)
-    console.print(scaling_table(rows["rebuild"], workers))
+    console.print(scaling_table(rows["rebuild"]))
     console.print(text_chart(figures, queries))
     if chart_file is not None:
         try:
@@ -222,11 +223,12 @@ def bench_scaling(
         path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 
 
-def scaling_table(rows: list[dict[str, float]], workers: int) -> Table:
-    table = Table("events", "rebuild s", "rebuild ev/s", "limit s", "vs limit", "Python µs/ev", "PG µs/ev",
-                  "peak RSS MB", title=f"rebuild of memories, {workers} worker(s), load {os.getloadavg()[0]:.2f}")
+def scaling_table(rows: list[dict[str, float]]) -> Table:
+    table = Table("events", "workers", "rebuild s", "rebuild ev/s", "limit s", "vs limit", "Python µs/ev", "PG µs/ev",
+                  "peak RSS MB", title=f"rebuild of memories, load {os.getloadavg()[0]:.2f}")
     for row in rows:
-        table.add_row(f"{row['events']:,.0f}", f"{row['rebuild_s']:.1f}", f"{row['rebuild_rate']:,.0f}",
+        table.add_row(f"{row['events']:,.0f}", f"{row.get('workers', 1):.0f}", f"{row['rebuild_s']:.1f}",
+                      f"{row['rebuild_rate']:,.0f}",
                       f"{row['limit_s']:.1f}", f"{row['vs_limit']:.2f}x",
                       f"{1e6 * row['python_cpu_s'] / row['events']:.0f}",
                       f"{1e6 * row['postgres_cpu_s'] / row['events']:.0f}", f"{row['peak_rss_mb']:.0f}")

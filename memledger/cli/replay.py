@@ -5,7 +5,6 @@ A thin layer over `replay`: options in, a progress bar while it works, a table o
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -160,13 +159,11 @@ def _print_rebuilt(result: RebuildResult, plan: RebuildPlan, json: bool) -> None
                   f"({result.rate:,.0f} events/s); {done}")
 
 
-PARALLEL_ABOVE = 200_000  # events; below, starting worker processes costs more than it saves
-
-
 def auto_workers(plan: RebuildPlan) -> int:
-    if plan.total < PARALLEL_ABOVE:
-        return 1
-    return max(1, min(os.cpu_count() or 1, len(plan.partitions), 8))
+    """The processes a rebuild gets when --workers is not given (replay.rebuild.auto_workers)."""
+    from replay.rebuild import auto_workers as choose
+
+    return choose(plan)
 
 
 def _show_plan(plan: RebuildPlan, json: bool) -> None:
