@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -91,13 +90,9 @@ def _parse_or_error(raw: Command | Mapping[str, Any]) -> Command | InvalidComman
         return e
 
 
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    """A command that passed validation and authorization, encoded for the append script."""
-
-    index: int  # its place in the caller's batch
-    org_id: str
-    append: Append
+#: Commands prepared (decided and encoded) per chunk of a batch: Redis runs one chunk's appends
+#: while the next is prepared. A batch of at most this many is one chunk, as before.
+CHUNK = 128
 
 
 class CommandBus:
@@ -128,17 +123,35 @@ class CommandBus:
         own outcome, in input order.
         """
         outcomes: list[Outcome | None] = [None] * len(commands)
-        ready: list[_Ready] = []
+        admitted: list[tuple[int, Command]] = []
         for index, parsed in enumerate(parse_many(commands)):
             try:
-                command = self._admit(parsed)
-                ready.append(_Ready(index, command.org_id, self._prepare_one(command)))
+                admitted.append((index, self._admit(parsed)))
             except CommandError as e:
                 outcomes[index] = e
-        ready = self._rate_limit(ready, outcomes)
-        appended = self.log.append_many([r.append for r in ready]) if ready else []
-        for item, outcome in zip(ready, appended):
-            outcomes[item.index] = outcome
+        admitted = self._rate_limit(admitted, outcomes)
+        places: list[int] = []  # the batch index of each append, in the order the log answers them
+
+        def chunks() -> Iterator[list[Append]]:
+            # Prepared a chunk at a time, as the log takes them: it sends each chunk's appends
+            # before asking for the next (ledger.log.append_chunks), so Python prepares chunk
+            # k+1 while Redis runs chunk k. An error here is the command's own outcome: raising
+            # would leave the appends already sent unanswered.
+            for start in range(0, len(admitted), CHUNK):
+                chunk: list[Append] = []
+                for index, command in admitted[start:start + CHUNK]:
+                    try:
+                        chunk.append(self._prepare_one(command))
+                    except CommandError as e:
+                        outcomes[index] = e
+                        continue
+                    places.append(index)
+                if chunk:
+                    yield chunk
+
+        appended = self.log.append_chunks(chunks()) if admitted else []
+        for index, outcome in zip(places, appended):
+            outcomes[index] = outcome
         return [o for o in outcomes if o is not None]
 
     def _admit(self, command: Command | InvalidCommand) -> Command:
@@ -158,24 +171,32 @@ class CommandBus:
             # Validation should have refused it; if it did not, this command alone fails.
             raise InvalidCommand(f"{type(command).__name__} cannot be encoded as an event: {e}") from e
 
-    def _rate_limit(self, ready: list[_Ready], outcomes: list[Outcome | None]) -> list[_Ready]:
-        """The commands the org's rate allows. A retry of an already accepted command (its
-        idempotency key is known) gets its original receipt even when the org is over its
-        rate: it appends nothing, and refusing it would make a client retry forever."""
-        if self.limiter is None or not ready:
-            return ready
-        grants = self.limiter.take(Counter(r.org_id for r in ready))
-        passed: list[_Ready] = []
-        refused: list[_Ready] = []
+    def _rate_limit(self, admitted: list[tuple[int, Command]],
+                    outcomes: list[Outcome | None]) -> list[tuple[int, Command]]:
+        """The commands the org's rate allows (counted before they are prepared). A retry of an
+        already accepted command (its idempotency key is known) gets its original receipt even
+        when the org is over its rate: it appends nothing, and refusing it would make a client
+        retry forever."""
+        if self.limiter is None or not admitted:
+            return admitted
+        grants = self.limiter.take(Counter(command.org_id for _, command in admitted))
+        passed: list[tuple[int, Command]] = []
+        refused: list[tuple[int, Append]] = []
         used: Counter[str] = Counter()
-        for item in ready:
-            used[item.org_id] += 1
-            (passed if used[item.org_id] <= grants[item.org_id][0] else refused).append(item)
-        originals = self.log.original_receipts([r.append for r in refused]) if refused else []
-        for item, original in zip(refused, originals):
-            retry_after = grants[item.org_id][1]
-            outcomes[item.index] = original or RateLimited(
-                f"org {item.org_id!r} is over its rate limit; retry in {retry_after:.3f}s", retry_after)
+        for index, command in admitted:
+            used[command.org_id] += 1
+            if used[command.org_id] <= grants[command.org_id][0]:
+                passed.append((index, command))
+                continue
+            try:
+                refused.append((index, self._prepare_one(command)))  # its idempotency key, to look up
+            except CommandError as e:
+                outcomes[index] = e
+        originals = self.log.original_receipts([append for _, append in refused]) if refused else []
+        for (index, append), original in zip(refused, originals):
+            retry_after = grants[append.org_id][1]
+            outcomes[index] = original or RateLimited(
+                f"org {append.org_id!r} is over its rate limit; retry in {retry_after:.3f}s", retry_after)
         return passed
 
     def prepare(self, command: Command) -> Append:

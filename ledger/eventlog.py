@@ -173,6 +173,13 @@ class EventLog(ABC):
         is not an open conversation, or a `close` of one, is SessionClosed. A rejected item appends nothing.
         """
 
+    def append_chunks(self, chunks: Iterable[Sequence[Append]]) -> list[Outcome]:
+        """`append_many` of every chunk's items, in order, for a caller that prepares the chunks
+        as it goes (a generator): a log may send chunk k to its server before taking chunk
+        k+1, so the caller's work on the next chunk overlaps the server's on this one. Items
+        of one subject keep their order across chunks. One outcome per item, in order."""
+        return self.append_many([item for chunk in chunks for item in chunk])
+
     @abstractmethod
     def load(self, partition: int, entries: Iterable[tuple[str, int, bytes]]) -> int:
         """Write history as it is: (stream id, subject version, encoded event) in id order, all

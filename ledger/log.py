@@ -138,16 +138,31 @@ class RedisEventLog(EventLog):
 
     def append_many(self, items: Sequence[Append]) -> list[Outcome]:
         """Append commands in one round trip: one script call per partition touched."""
-        groups: dict[int, list[int]] = defaultdict(list)
+        return self.append_chunks([items])
+
+    def append_chunks(self, chunks: Iterable[Sequence[Append]]) -> list[Outcome]:
+        """Each chunk's script calls (one per partition it touches) are sent before the next
+        chunk is taken from `chunks`; the replies are read after the last (one round trip)."""
+        outcomes: list[Outcome | None] = []
+        placed: list[tuple[int, list[int], list[Append]]] = []  # per call: partition, places, items
         partitions = self.partitions
-        for index, item in enumerate(items):
-            groups[partition_for(item.org_id, item.agent_id, partitions)].append(index)
-        replies = self._append.run_many(
-            [self._script_call(partition, [items[i] for i in indexes]) for partition, indexes in groups.items()])
-        outcomes: list[Outcome | None] = [None] * len(items)
-        for (partition, indexes), reply in zip(groups.items(), replies):
-            for index, answer in zip(indexes, reply):
-                outcomes[index] = self._outcome(partition, items[index], answer)
+
+        def calls() -> Iterator[tuple[list[str], list[Any]]]:
+            for chunk in chunks:
+                base = len(outcomes)
+                outcomes.extend([None] * len(chunk))
+                groups: dict[int, list[int]] = defaultdict(list)
+                for offset, item in enumerate(chunk):
+                    groups[partition_for(item.org_id, item.agent_id, partitions)].append(offset)
+                for partition, offsets in groups.items():
+                    items = [chunk[o] for o in offsets]
+                    placed.append((partition, [base + o for o in offsets], items))
+                    yield self._script_call(partition, items)
+
+        replies = self._append.run_many(calls())
+        for (partition, places, items), reply in zip(placed, replies):
+            for place, item, answer in zip(places, items, reply):
+                outcomes[place] = self._outcome(partition, item, answer)
         return [o for o in outcomes if o is not None]
 
     def _idempotency_key(self, partition: int, item: Append) -> str | None:

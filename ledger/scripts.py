@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -47,12 +47,20 @@ class LuaScript:
     def run(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self.run_many([(keys, args)])[0]
 
-    def run_many(self, calls: Sequence[Call]) -> list[Any]:
+    def run_many(self, calls: Iterable[Call]) -> list[Any]:
+        """Run the calls, one reply (or the error it raised) each, in order.
+
+        On one server each call is sent as soon as `calls` yields it and the replies are read
+        after the last, so a caller whose iterator prepares the next call (the command bus
+        preparing its next chunk of commands) does so while the server runs the ones sent.
+        If the iterator raises, the replies of the calls already sent are read first (they
+        ran), then its error is raised. A cluster's calls are all taken first (grouped by node).
+        """
         try:
             if isinstance(self.client, RedisCluster):
-                replies = self._run_on_cluster(self.client, calls)
+                replies = self._run_on_cluster(self.client, list(calls))
             else:
-                replies = self._run_on(self.client, calls, list(range(len(calls))), [None] * len(calls))
+                replies = self._stream_to(self.client, calls)
         except REDIS_TRANSIENT as e:
             raise StoreUnavailable(f"Redis is unreachable running {self.name}: {e}") from e
         for reply in replies:
@@ -62,15 +70,35 @@ class LuaScript:
                 raise reply
         return replies
 
-    def _run_on(self, client: redis.Redis, calls: Sequence[Call], which: list[int], replies: list[Any]) -> list[Any]:
-        """Run calls `which` on one server, reloading the script if the server lost it."""
-        self._send({client.connection_pool: which}, calls, replies)
-        missing = [i for i in which if isinstance(replies[i], NoScriptError)]
-        if missing:
-            # The server lost its script cache (restart, SCRIPT FLUSH). A NOSCRIPT
-            # reply means that call did nothing, so loading and resending it is safe.
+    def _stream_to(self, client: redis.Redis, calls: Iterable[Call]) -> list[Any]:
+        pool = client.connection_pool
+        conn = pool.get_connection()
+        sent: list[Call] = []
+        replies: list[Any] = []
+        failure: BaseException | None = None
+        try:
+            try:
+                for call in calls:
+                    sent.append(call)
+                    conn.send_packed_command(_pack(conn, self.sha, call[0], call[1]))  # type: ignore[no-untyped-call]
+            except Exception as e:  # the caller's iterator: what was sent runs, so read it back
+                failure = e
+            for _ in sent:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as e:
+                    replies.append(e)
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread
+            raise
+        finally:
+            pool.release(conn)
+        if failure is not None:
+            raise failure
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # the server lost its script cache: a NOSCRIPT call did nothing, so resend it
             client.script_load(self.source)
-            self._send({client.connection_pool: missing}, calls, replies)
+            self._send({pool: missing}, sent, replies)
         return replies
 
     def _run_on_cluster(self, cluster: RedisCluster, calls: Sequence[Call]) -> list[Any]:

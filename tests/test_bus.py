@@ -111,3 +111,69 @@ def test_sessions_and_memories_with_one_id_do_not_collide(bus: CommandBus) -> No
     receipt = bus.send({**store("acme", "x1"), "session_id": "x1"})
 
     assert receipt.subject_version == 1
+
+
+# -- a large batch, prepared chunk by chunk while Redis appends the chunk before ------------
+
+
+def test_a_batch_of_several_chunks_answers_each_command_in_order(bus: CommandBus) -> None:
+    from commands.bus import CHUNK
+    from ledger.errors import InvalidCommand, UnknownSubject
+
+    # Given a batch three chunks and more long: stores, a bad command in the middle of the second
+    # chunk, an update in the third chunk of a memory stored in the first, and one of a memory
+    # that does not exist
+    n = 3 * CHUNK + 5
+    batch: list[dict[str, Any]] = [store("acme", f"m{i}") for i in range(n)]
+    batch[CHUNK + 7] = {"type": "StoreMemory", "org_id": "acme", "agent_id": "a1", "memory_id": "bad"}  # no content
+    batch[2 * CHUNK + 3] = {"type": "UpdateMemory", "org_id": "acme", "agent_id": "a1", "memory_id": "m1",
+                            "content": "y"}
+    batch[3 * CHUNK + 1] = {"type": "UpdateMemory", "org_id": "acme", "agent_id": "a1", "memory_id": "nowhere",
+                            "content": "y"}
+
+    outcomes = bus.send_many(batch)
+
+    # Then every command has its own outcome, in the batch's order
+    assert len(outcomes) == n
+    assert isinstance(outcomes[CHUNK + 7], InvalidCommand)
+    assert isinstance(outcomes[3 * CHUNK + 1], UnknownSubject)
+    update = outcomes[2 * CHUNK + 3]
+    assert isinstance(update, Receipt) and update.subject_version == 2  # after the store of chunk one
+    receipts = [o for o in outcomes if isinstance(o, Receipt)]
+    assert len(receipts) == n - 2
+    assert all(o.subject_version == 1 for i, o in enumerate(outcomes)
+               if isinstance(o, Receipt) and i != 2 * CHUNK + 3)
+    # ... and the log holds exactly the accepted ones, each store once
+    ids = stored_ids(bus)
+    assert sorted(set(ids)) == sorted({f"m{i}" for i in range(n)} - {f"m{CHUNK + 7}", f"m{2 * CHUNK + 3}",
+                                                                          f"m{3 * CHUNK + 1}"})
+    assert ids.count("m1") == 2 and len(ids) == n - 2
+
+
+def test_a_failure_while_preparing_chunks_still_reads_back_what_was_sent(bus: CommandBus) -> None:
+    from ledger.log import RedisEventLog
+
+    log = bus.log
+    assert isinstance(log, RedisEventLog)
+    first = [bus.prepare(bus_command) for bus_command in _models([store("acme", f"c{i}") for i in range(3)])]
+
+    def chunks() -> Iterator[list[Any]]:
+        yield first
+        raise RuntimeError("the caller failed while preparing its second chunk")
+
+    # When the chunks' producer fails after the first chunk was sent
+    with pytest.raises(RuntimeError, match="second chunk"):
+        log.append_chunks(chunks())
+
+    # Then the first chunk was appended (it was sent, and ran), and the connection's replies were
+    # read: the next append on it gets its own answers
+    assert sorted(stored_ids(bus)) == ["c0", "c1", "c2"]
+    after = log.append_many([bus.prepare(c) for c in _models([store("acme", "c3")])])
+    assert isinstance(after[0], Receipt) and after[0].subject_version == 1
+    assert sorted(stored_ids(bus)) == ["c0", "c1", "c2", "c3"]
+
+
+def _models(forms: list[dict[str, Any]]) -> list[Any]:
+    from commands.bus import parse_many
+
+    return parse_many(forms)
