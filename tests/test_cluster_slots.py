@@ -11,7 +11,7 @@ or a new key that leaves its partition's hash tag, fails here.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -57,7 +57,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Recorded]]:
     calls: list[Recorded] = []
     real = LuaScript.run_many
 
-    def spy(self: LuaScript, batch: Sequence[Call]) -> list[Any]:
+    def spy(self: LuaScript, batch: Iterable[Call]) -> list[Any]:
+        batch = list(batch)  # run_many takes an iterable (the command bus streams a generator)
         calls.extend((self.name, list(keys), list(args)) for keys, args in batch)
         return real(self, batch)
 
