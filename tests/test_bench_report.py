@@ -76,3 +76,20 @@ def test_the_cli_keeps_100_columns_when_its_output_is_piped() -> None:
     assert max(len(line) for line in lines) <= WIDTH, out  # ...and within 100
     for figure in FIGURES:
         assert len([line for line in lines if figure.name[:40] in line]) == 1, (figure.name, out)
+
+
+def test_the_scaling_table_is_not_cut_when_piped() -> None:
+    """bench-scaling's table printed to a pipe: every column whole (it was cut to "rebui…", "1,000…")."""
+    import subprocess
+    import sys
+
+    script = (
+        "from memledger.cli.bench import scaling_table, wide\n"
+        "row = {'events': 1_000_000, 'workers': 2, 'rebuild_s': 44.6, 'rebuild_rate': 22_444.0, 'limit_s': 23.2,\n"
+        "       'vs_limit': 0.52, 'python_cpu_s': 39.8, 'postgres_cpu_s': 39.3, 'peak_rss_mb': 455.4}\n"
+        "wide().print(scaling_table([row]))\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("COLUMNS", "LINES")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    assert "…" not in out, out
+    assert "1,000,000" in out and "22,444" in out and "0.52x" in out, out
+    assert max(len(line) for line in out.splitlines()) <= WIDTH

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -99,7 +100,7 @@ def bench_projectors(
         python_us, postgres_us = f.cpu_us()
         table.add_row(str(f.processes), f"{f.events:,}", f"{f.median:,.0f}", ", ".join(f"{r:,.0f}" for r in f.rates),
                       f"{python_us:.0f} + {postgres_us:.0f}", f"{f.ceiling(cores):,.0f}", "; ".join(f.loads))
-    console.print(table)
+    wide().print(table)
     if json_file is not None:
         json_file.write_bytes(orjson.dumps([f.as_json() for f in figures], option=orjson.OPT_INDENT_2))
 
@@ -194,38 +195,43 @@ def bench_scaling(
     )
 
     sizes, query_sizes = (LARGE_SIZES, LARGE_QUERY_SIZES) if large else (SIZES, QUERY_SIZES)
+    out = wide()
     started = time.monotonic()
 
     def step(what: str) -> Callable[[int], None]:
-        return lambda n: console.print(f"[{time.monotonic() - started:6.0f}s] {what} {n:,} "
+        return lambda n: out.print(f"[{time.monotonic() - started:6.0f}s] {what} {n:,} "
                                        f"(load {os.getloadavg()[0]:.2f})")
 
     def rebuilt(f: Figures) -> None:
-        console.print(f"         {f.events:,} events: rebuild {f.rebuild_s:.1f} s ({f.vs_limit:.2f}x the bulk-load "
+        out.print(f"         {f.events:,} events: rebuild {f.rebuild_s:.1f} s ({f.vs_limit:.2f}x the bulk-load "
                       f"limit's rate), peak RSS {f.peak_rss_mb:.0f} MB")
 
     def queried(q: QueryFigures) -> None:
-        console.print(f"         {q.rows:,} rows: p50 {q.p50_ms:.2f} ms, p99 {q.p99_ms:.2f} ms")
+        out.print(f"         {q.rows:,} rows: p50 {q.p50_ms:.2f} ms, p99 {q.p99_ms:.2f} ms")
 
     with sigterm_interrupts():
         queries = run_query_scaling(settings(), query_sizes, step("querying a table of"), queried)
         figures = run_scaling(settings(), sizes, workers, step("rebuilding a history of"), rebuilt)
     rows = as_json(figures, queries)
-    console.print(scaling_table(rows["rebuild"]))
-    console.print(text_chart(figures, queries))
+    out.print(scaling_table(rows["rebuild"]))
+    out.print(text_chart(figures, queries))
     if chart_file is not None:
         try:
             chart(figures, chart_file, f"memory-ledger scaling ({os.cpu_count()} cores)", queries)
-            console.print(f"chart written to {chart_file}")
+            out.print(f"chart written to {chart_file}")
         except ImportError:
-            console.print("matplotlib is not installed: the chart above is the text one (and the JSON)")
+            out.print("matplotlib is not installed: the chart above is the text one (and the JSON)")
     if (path := json_file or old_json_file) is not None:
         path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 
 
 def scaling_table(rows: list[dict[str, float]]) -> Table:
-    table = Table("events", "workers", "rebuild s", "rebuild ev/s", "limit s", "vs limit", "Python µs/ev", "PG µs/ev",
-                  "peak RSS MB", title=f"rebuild of memories, load {os.getloadavg()[0]:.2f}")
+    table = Table(title=f"rebuild of memories (peak MB: its peak RSS), load {os.getloadavg()[0]:.2f}",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    # Short headers, so that every column fits whole in 100 (rich shortens what does not fit)
+    for column in ("events", "workers", "rebuild s", "events/s", "limit s", "vs limit", "Py µs/ev",
+                   "PG µs/ev", "peak MB"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(f"{row['events']:,.0f}", f"{row.get('workers', 1):.0f}", f"{row['rebuild_s']:.1f}",
                       f"{row['rebuild_rate']:,.0f}",
@@ -281,17 +287,24 @@ def bench_cluster(
 
     with sigterm_interrupts(), console.status("appending to one Redis and to a 3-master cluster"):
         figures = run_cluster_bench(writers, commands, batch, rounds)
-    console.print(cluster_table(figures))
+    wide().print(cluster_table(figures))
     if json_file is not None:
         json_file.write_bytes(orjson.dumps(as_json(figures), option=orjson.OPT_INDENT_2))
         console.print(f"figures written to {json_file}")
+
+
+def wide() -> Console:
+    """Where the bench's tables and charts print: the terminal as it is or, piped to a file or a
+    CI log (where rich assumes 80 columns, and print(width=) cannot widen a console), a console
+    of 100 columns on the same output, so their rows are not cut or wrapped."""
+    return console if console.is_terminal else Console(file=console.file, width=REPORT_WIDTH)
 
 
 def show(report: BenchReport, json_file: Path | None) -> None:
     """The figures as a table, the targets missed, and the JSON file when one was asked for."""
     # Piped to a file or a CI log, rich assumes 80 columns (and print(width=) cannot widen a
     # console), so it would wrap rows the table fits in 100: print through one that has 100.
-    out = console if console.is_terminal else Console(file=console.file, width=REPORT_WIDTH)
+    out = wide()
     out.print(render_table(report))
     if report.failed:
         out.print(f"[red]targets missed:[/] {', '.join(report.failed)}")
