@@ -59,9 +59,6 @@ def test_only_selects_measurements_by_name_and_refuses_an_unknown_one() -> None:
 
 def test_the_cli_keeps_100_columns_when_its_output_is_piped() -> None:
     """Piped to a file or a CI log (80 columns is rich's guess there), rows still fit on one line."""
-    import subprocess
-    import sys
-
     script = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "from test_bench_report import FIGURES\n"
@@ -69,8 +66,7 @@ def test_the_cli_keeps_100_columns_when_its_output_is_piped() -> None:
         "from memledger.cli.bench import show\n"
         "show(BenchReport(resolve(FIGURES), {'events': 20_000, 'repeat': 3, 'seed': 0}, {}, {}, 'bench_x',\n"
         "                 '2026-12-04T00:00:00+00:00', 12.0), None)\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("COLUMNS", "LINES")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    out = _piped(script)
     lines = out.splitlines()
     assert max(len(line) for line in lines) > 80, out  # wider than the pipe's guess...
     assert max(len(line) for line in lines) <= WIDTH, out  # ...and within 100
@@ -80,16 +76,22 @@ def test_the_cli_keeps_100_columns_when_its_output_is_piped() -> None:
 
 def test_the_scaling_table_is_not_cut_when_piped() -> None:
     """bench-scaling's table printed to a pipe: every column whole (it was cut to "rebui…", "1,000…")."""
-    import subprocess
-    import sys
-
     script = (
         "from memledger.cli.bench import scaling_table, wide\n"
         "row = {'events': 1_000_000, 'workers': 2, 'rebuild_s': 44.6, 'rebuild_rate': 22_444.0, 'limit_s': 23.2,\n"
         "       'vs_limit': 0.52, 'python_cpu_s': 39.8, 'postgres_cpu_s': 39.3, 'peak_rss_mb': 455.4}\n"
         "wide().print(scaling_table([row]))\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("COLUMNS", "LINES")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
+    out = _piped(script)
     assert "…" not in out, out
     assert "1,000,000" in out and "22,444" in out and "0.52x" in out, out
     assert max(len(line) for line in out.splitlines()) <= WIDTH
+
+
+def _piped(script: str) -> str:
+    """What `script` prints with its output piped (no terminal, no COLUMNS: rich guesses 80)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
