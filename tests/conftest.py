@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -19,6 +20,19 @@ from redis.cluster import RedisCluster
 
 from ledger import Settings
 from memledger.local_cluster import LocalCluster
+
+def _stop_signals_as_in_a_terminal() -> None:
+    """Tests send Ctrl-C (SIGINT) and SIGHUP to the commands they start and check that these stop
+    cleanly. A suite started in the background of a script, or under nohup, inherits those
+    signals ignored, and its children would inherit that too and never see them: give this
+    process, and so its children, the dispositions a terminal gives."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a child starts with SIG_DFL
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+_stop_signals_as_in_a_terminal()
 
 REDIS_URL = os.environ.get("MEMLEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get("MEMLEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
