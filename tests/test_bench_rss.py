@@ -9,14 +9,9 @@ history then reported that history's size as the rebuild's peak, and it "grew wi
 from __future__ import annotations
 
 import multiprocessing
-import sys
-
-import pytest
 
 from ledger import Settings
 from memledger.bench.rss import PeakRss
-
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
 
 FAT_MB = 400
 
