@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     cache_ttl_seconds: int = Field(default=300, ge=1)
     projector_batch: int = Field(default=1000, ge=1, le=50_000)
+    projector_appliers: int = Field(default=2, ge=1, le=16)  # partitions a PostgreSQL projector applies at once
     lease_ttl_ms: int = Field(default=5000, ge=200)
     # Redis read models (projections/redis/).
     trending_retention_hours: int = Field(default=720, ge=0)  # hourly buckets kept this long; 0: forever

@@ -45,7 +45,8 @@ def run_projection(settings: Settings, name: str, until_caught_up: bool = False,
     log = open_log(settings)
     projection = open_projection(name, settings)
     leases = Leases.open(settings, name)
-    options = ProjectorOptions(batch=settings.projector_batch, lease_ttl_ms=settings.lease_ttl_ms)
+    options = ProjectorOptions(batch=settings.projector_batch, lease_ttl_ms=settings.lease_ttl_ms,
+                               appliers=settings.projector_appliers)
     try:
         return Projector(log, projection, leases, options).run(stop, until_caught_up, on_batch)
     finally:

@@ -105,6 +105,11 @@ class Projection(Protocol):
         """Part of the read model (a table, a key family) -> "count:hash" of its whole state:
         equal digests, equal read models (what verify and the contract tests compare)."""
 
+    def sibling(self) -> Projection | None:
+        """Another handle on the same read model (a connection of its own) that may apply
+        other partitions while this one applies its own, or None where that would not help
+        or would not be safe (the projector's appliers: projections.runtime)."""
+
     def reconnect(self) -> None: ...
 
     def close(self) -> None: ...

@@ -3,7 +3,10 @@
 One process runs one projection over all the partitions whose leases it holds. Each
 batch of one partition is applied with its checkpoint atomically (the projection's job),
 so a crash at any point is followed by re-reading from the stored checkpoint, and a
-redelivered batch changes nothing twice.
+redelivered batch changes nothing twice. A read-ahead thread reads and decodes the next
+batch meanwhile, and a PostgreSQL projection that opts in applies two partitions at once on
+two connections (`ProjectorOptions.appliers`): partitions are independent, as they are
+between the processes of one projection.
 
 Errors. Bad data in one event (`POISON`: it cannot be decoded, fails validation, or
 PostgreSQL refuses a value or a constraint) is retried on its own and then dead-lettered, and
@@ -15,6 +18,7 @@ finds the event it fails on and stops before it, naming its position.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
@@ -76,6 +80,9 @@ class ProjectorOptions:
     fail_fast: bool = False  # rebuilds stop on a poison event instead of dead-lettering it
     outage_s: float = 300.0  # how long to keep retrying while a server is unreachable
     lease_ttl_ms: int = 5000
+    # Partitions applied at the same time, each on a handle of its own (`Projection.sibling`):
+    # while one waits on its database, another folds. Projections without siblings apply one at a time.
+    appliers: int = 2
 
 
 Item = tuple[int, str, "RecordedEvent | EventError"]  # partition, stream id, event or why it is undecodable
@@ -143,6 +150,7 @@ class Projector:
         self.stats = RunStats()
         self._held: set[int] = set()
         self._lease_checked = 0.0
+        self._counting = threading.Lock()  # appliers count on several threads
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -150,13 +158,14 @@ class Projector:
             on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
         """Project until `stop` is set (or, with `until_caught_up`, the heads seen at start)."""
         stop = stop or threading.Event()
-        self._retrying(self.projection.ensure_current)
+        self._retrying(self.projection, self.projection.ensure_current)
         targets = {p: h for p in self.partitions if (h := self.log.head(p))} if until_caught_up else None
         block = None if until_caught_up else self.options.block_ms
         # One read-ahead thread: while a batch is written, the next is read and decoded.
-        with fewer_collections(), ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.projection.name}") as reader:
+        with fewer_collections(), ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.projection.name}") as reader, \
+                _Appliers(self.projection, self.options.appliers) as appliers:
             try:
-                self._loop(stop, targets, block, reader, on_batch)
+                self._loop(stop, targets, block, reader, appliers, on_batch)
             finally:
                 if self.leases is not None:
                     self.leases.release(sorted(self._held))
@@ -164,7 +173,7 @@ class Projector:
         return self.stats
 
     def _loop(self, stop: threading.Event, targets: dict[int, str] | None, block: int | None,
-              reader: ThreadPoolExecutor, on_batch: Callable[[RunStats], None] | None) -> None:
+              reader: ThreadPoolExecutor, appliers: _Appliers, on_batch: Callable[[RunStats], None] | None) -> None:
         ahead: Future[list[Item]] | None = None
         cursors: dict[int, str] = {}
         while not stop.is_set():
@@ -179,7 +188,7 @@ class Projector:
             items = ahead.result() if ahead is not None else self._read(cursors, block)
             following = _advance(cursors, items)
             ahead = reader.submit(self._read, following, block)
-            if not self._apply_items(cursors, items):
+            if not self._apply_items(cursors, items, appliers):
                 ahead.cancel()
                 ahead = None  # fenced: the stored checkpoints are the truth, re-read them
                 continue
@@ -189,11 +198,11 @@ class Projector:
                 on_batch(self.stats)
 
     def _read(self, cursors: dict[int, str], block: int | None) -> list[Item]:
-        entries = self._retrying(lambda: self.log.wait_entries(cursors, self.options.batch, block))
+        entries = self._retrying(None, lambda: self.log.wait_entries(cursors, self.options.batch, block))
         return [_decode(entry) for entry in entries]
 
     def _cursors(self) -> dict[int, str]:
-        stored = self._retrying(self.projection.checkpoints)
+        stored = self._retrying(self.projection, self.projection.checkpoints)
         self.stats.cursors = {p: stored.get(p, "0-0") for p in self._held}
         return dict(self.stats.cursors)
 
@@ -210,7 +219,8 @@ class Projector:
         if now - self._lease_checked < self.options.lease_ttl_ms / 3000:
             return False
         # Its fair share only, so that N processes of one projection split the partitions.
-        held = self._retrying(lambda: self.leases.take_share(self.partitions, self._held))  # type: ignore[union-attr]
+        leases = self.leases
+        held = self._retrying(None, lambda: leases.take_share(self.partitions, self._held))
         if held != self._held:  # a share released to a newcomer, a dead member's taken, a lease lost
             log.info("%s: now holding partitions %s", self.projection.name, sorted(held))
         changed, self._held, self._lease_checked = held != self._held, held, now
@@ -218,63 +228,68 @@ class Projector:
 
     # -- applying ----------------------------------------------------------------------
 
-    def _apply_items(self, cursors: dict[int, str], items: list[Item]) -> bool:
-        """Apply a read batch, partition by partition; False if a checkpoint was fenced."""
-        for partition, group in groupby(items, key=lambda item: item[0]):
-            try:
-                self._apply_partition(partition, list(group), cursors[partition])
-            except FencedOut as e:
-                # The stored checkpoint is not where we read from: another projector wrote,
-                # or our own commit succeeded but its acknowledgement was lost. Either way
-                # the next round re-reads the checkpoint and continues from the truth.
-                log.info("%s: %s; re-reading the checkpoint", self.projection.name, e)
-                return False
-        return True
+    def _apply_items(self, cursors: dict[int, str], items: list[Item], appliers: _Appliers) -> bool:
+        """Apply a read batch, each partition in order (several at once given appliers);
+        False if a checkpoint was fenced."""
+        groups = [(partition, list(group)) for partition, group in groupby(items, key=lambda item: item[0])]
+        work = [functools.partial(self._apply_partition, partition=p, items=g, after=cursors[p]) for p, g in groups]
+        fenced = [e for e in appliers.run(work, [len(g) for _, g in groups]) if e is not None]
+        for e in fenced:
+            # The stored checkpoint is not where we read from: another projector wrote,
+            # or our own commit succeeded but its acknowledgement was lost. Either way the
+            # next round re-reads the checkpoint and continues from the truth.
+            log.info("%s: %s; re-reading the checkpoint", self.projection.name, e)
+        return not fenced
 
-    def _apply_partition(self, partition: int, items: list[Item], after: str) -> None:
+    def _apply_partition(self, projection: Projection, partition: int, items: list[Item], after: str) -> None:
         decoded: list[RecordedEvent] = []
         for _, stream_id, event in items:
             if isinstance(event, RecordedEvent):
                 decoded.append(event)
                 continue
-            after = self._flush(partition, decoded, after)
+            after = self._flush(projection, partition, decoded, after)
             decoded = []
-            self._poison(partition, stream_id, after, None, None, f"undecodable: {event}", 1)
+            self._poison(projection, partition, stream_id, after, None, None, f"undecodable: {event}", 1)
             after = stream_id
-        self._flush(partition, decoded, after)
+        self._flush(projection, partition, decoded, after)
 
-    def _flush(self, partition: int, events: list[RecordedEvent], after: str) -> str:
+    def _count(self, applied: int = 0, batches: int = 0, dead_lettered: int = 0) -> None:
+        with self._counting:
+            self.stats.applied += applied
+            self.stats.batches += batches
+            self.stats.dead_lettered += dead_lettered
+
+    def _flush(self, projection: Projection, partition: int, events: list[RecordedEvent], after: str) -> str:
         if not events:
             return after
         try:
-            self._retrying(lambda: self.projection.apply(partition, events, after))
+            self._retrying(projection, lambda: projection.apply(partition, events, after))
         except Exception as e:
             if not isinstance(e, POISON) and not is_bug(e):
                 raise  # fenced, outdated, unreachable for too long: not about one event
-            return self._one_by_one(partition, events, after)  # find the event it fails on
-        self.stats.applied += len(events)
-        self.stats.batches += 1
+            return self._one_by_one(projection, partition, events, after)  # find the event it fails on
+        self._count(applied=len(events), batches=1)
         return events[-1].position.stream_id
 
-    def _one_by_one(self, partition: int, events: list[RecordedEvent], after: str) -> str:
+    def _one_by_one(self, projection: Projection, partition: int, events: list[RecordedEvent], after: str) -> str:
         """Find the failing event(s) of a batch: apply singly; bad data is retried, then
         dead-lettered; a bug stops the projector before its event."""
         for r in events:
-            error = self._apply_one(partition, r, after)
+            error = self._apply_one(projection, partition, r, after)
             if error is not None:
-                self._poison(partition, r.position.stream_id, after, str(r.event.event_id), r.event.type,
+                self._poison(projection, partition, r.position.stream_id, after, str(r.event.event_id), r.event.type,
                              f"{type(error).__name__}: {error}", self.options.attempts)
             else:
-                self.stats.applied += 1
+                self._count(applied=1)
             after = r.position.stream_id
         return after
 
-    def _apply_one(self, partition: int, r: RecordedEvent, after: str) -> Exception | None:
+    def _apply_one(self, projection: Projection, partition: int, r: RecordedEvent, after: str) -> Exception | None:
         """Apply one event: None once applied, else the data error it still fails with after every attempt."""
         error: Exception | None = None
         for attempt in range(1, self.options.attempts + 1):
             try:
-                self._retrying(lambda: self.projection.apply(partition, [r], after))
+                self._retrying(projection, lambda: projection.apply(partition, [r], after))
                 return None
             except POISON as e:
                 error = e
@@ -290,7 +305,7 @@ class Projector:
                     "projector again: it resumes at this event") from e
         return error
 
-    def _poison(self, partition: int, stream_id: str, after: str, event_id: str | None,
+    def _poison(self, projection: Projection, partition: int, stream_id: str, after: str, event_id: str | None,
                 event_type: str | None, error: str, attempts: int) -> None:
         name = self.projection.name
         what = (f"{name}: event {event_id or '?'} ({event_type or 'undecodable'}) at partition {partition} "
@@ -305,12 +320,13 @@ class Projector:
                 "projector stopped before this one (its checkpoint stays there, and no trim passes it). Fix the "
                 "cause and start the projector again: it resumes at this event")
         log.error("%s: dead-lettering %s at %s/%s: %s", self.projection.name, event_id, partition, stream_id, error)
-        self._retrying(lambda: self.projection.dead_letter(partition, stream_id, after, event_id, event_type,
-                                                           error, attempts))
-        self.stats.dead_lettered += 1
+        self._retrying(projection, lambda: projection.dead_letter(partition, stream_id, after, event_id, event_type,
+                                                                  error, attempts))
+        self._count(dead_lettered=1)
 
-    def _retrying(self, action: Callable[[], T]) -> T:
-        """Run `action`, riding out a server outage (bounded by `outage_s`) with backoff."""
+    def _retrying(self, projection: Projection | None, action: Callable[[], T]) -> T:
+        """Run `action`, riding out a server outage (bounded by `outage_s`) with backoff;
+        `projection` is the handle reconnected between tries (None: `action` needs none)."""
         deadline, delay = time.monotonic() + self.options.outage_s, 0.05
         while True:
             try:
@@ -322,13 +338,86 @@ class Projector:
                 log.warning("%s: %s; retrying in %.2fs", self.projection.name, e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                self._reconnect_quietly()
+                if projection is not None:
+                    _reconnect_quietly(projection)
 
-    def _reconnect_quietly(self) -> None:
-        try:
-            self.projection.reconnect()
-        except TRANSIENT:
-            pass
+
+def _reconnect_quietly(projection: Projection) -> None:
+    try:
+        projection.reconnect()
+    except TRANSIENT:
+        pass
+
+
+class _Appliers:
+    """Handles of one projection that apply different partitions at the same time.
+
+    The first is the projector's own; the others are its siblings (`Projection.sibling`),
+    opened on entry and closed on exit. Partitions are independent (each has its own
+    checkpoint, and a subject lives in one partition), so their batches may commit in any
+    order: this is what N processes of a projection do, inside one. A read batch is split
+    by partition; each handle takes a share (largest first, to the least loaded) and applies
+    it on a thread of its own, and `run` returns once every share is done.
+    """
+
+    def __init__(self, projection: Projection, count: int):
+        self.handles: list[Projection] = [projection]
+        self._count = max(1, count)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Appliers:
+        while len(self.handles) < self._count and (twin := self.handles[0].sibling()) is not None:
+            self.handles.append(twin)
+        if len(self.handles) > 1:
+            self._pool = ThreadPoolExecutor(len(self.handles), thread_name_prefix=f"apply-{self.handles[0].name}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        for twin in self.handles[1:]:
+            twin.close()
+        del self.handles[1:]
+
+    def run(self, work: Sequence[Callable[[Projection], None]], sizes: Sequence[int]) -> list[FencedOut | None]:
+        """Run each piece of `work` (one partition's, `sizes` its events) with a handle; per
+        piece, the FencedOut it ended with, else None. Any other error is raised once every
+        piece has ended (the first in `work`'s order)."""
+        if self._pool is None or len(work) < 2:
+            return self._share(self.handles[0], work)
+        shares: list[list[int]] = [[] for _ in self.handles]
+        loads = [0] * len(self.handles)
+        for i in sorted(range(len(work)), key=lambda i: -sizes[i]):
+            lane = loads.index(min(loads))
+            shares[lane].append(i)
+            loads[lane] += sizes[i]
+        futures = {lane: self._pool.submit(self._share, self.handles[lane], [work[i] for i in sorted(share)])
+                   for lane, share in enumerate(shares) if share}
+        outcomes: dict[int, FencedOut | None] = {}
+        failure: tuple[int, BaseException] | None = None
+        for lane, future in futures.items():
+            try:
+                results = future.result()
+            except BaseException as e:  # noqa: BLE001 - raised below, after the other shares ended
+                first = min(shares[lane])
+                if failure is None or first < failure[0]:
+                    failure = (first, e)
+                continue
+            outcomes.update(zip(sorted(shares[lane]), results))
+        if failure is not None:
+            raise failure[1]
+        return [outcomes[i] for i in range(len(work))]
+
+    @staticmethod
+    def _share(handle: Projection, pieces: Sequence[Callable[[Projection], None]]) -> list[FencedOut | None]:
+        outcomes: list[FencedOut | None] = []
+        for piece in pieces:
+            try:
+                piece(handle)
+                outcomes.append(None)
+            except FencedOut as e:
+                outcomes.append(e)
+        return outcomes
 
 
 def _one_line(error: str) -> str:

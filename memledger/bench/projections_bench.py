@@ -104,8 +104,9 @@ def _project_once(ctx: BenchContext, kind: type[PostgresProjection], index: int)
             projection = kind(ctx.database_url, schema)
             try:
                 with Stopwatch() as watch:
-                    stats = Projector(log, projection, None, ProjectorOptions(batch=ctx.settings.projector_batch)).run(
-                        until_caught_up=True)
+                    options = ProjectorOptions(batch=ctx.settings.projector_batch,
+                                               appliers=ctx.settings.projector_appliers)
+                    stats = Projector(log, projection, None, options).run(until_caught_up=True)
             finally:
                 projection.close()
     finally:

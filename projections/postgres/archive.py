@@ -29,6 +29,7 @@ class ArchiveProjection(PostgresProjection):
     skips_poison = False  # an event it cannot store stops the projector (module docstring)
     stream_only = True  # it is the history other rebuilds read: it is rebuilt from the stream alone
     redrive_in_order = False  # a set of events: applying one late changes nothing else
+    parallel_partitions = True  # rows of different partitions never meet
 
     def write(self, cur: psycopg.Cursor, events: Sequence[RecordedEvent]) -> None:
         archive.insert(cur, events)

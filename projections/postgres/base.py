@@ -95,6 +95,10 @@ class PostgresProjection(ABC):
     defer_indexes: ClassVar[bool] = True
     # Whether a re-drive must refuse when a later event of the same subject was already applied.
     redrive_in_order: ClassVar[bool] = True
+    # Whether `sibling` opens a second handle, so that the projector applies two partitions at
+    # once (one folds while the other's database works). Opt in where partitions share nothing
+    # but commutative counters, and the constructor takes only the connection and schema.
+    parallel_partitions: ClassVar[bool] = False
 
     def __init__(self, conninfo: str, schema: str):
         self.conninfo, self.schema = conninfo, schema
@@ -117,6 +121,15 @@ class PostgresProjection(ABC):
 
     def prepare(self, conn: psycopg.Connection) -> None:
         """Per-connection set-up (temporary staging tables); runs after every (re)connect."""
+
+    def sibling(self) -> Self | None:
+        """A second handle on the same tables (its own connection, the same commit hooks), or
+        None unless the projection opts in (`parallel_partitions`)."""
+        if not self.parallel_partitions:
+            return None
+        twin = type(self)(self.conninfo, self.schema)
+        twin.commit_hooks = list(self.commit_hooks)
+        return twin
 
     def reconnect(self) -> None:
         self.close()

@@ -63,6 +63,10 @@ class MemoriesProjection(PostgresProjection):
     version = 1
     tables = ("memories", "tag_stats", "agent_stats", "sessions")
     durable_commit = False  # derived data, re-applied from the ledger after a database crash
+    # A subject's rows live in its partition; tag_stats rows are shared by an org's partitions,
+    # but only as deltas added under row locks taken in one sorted order, so two handles wait
+    # for each other's commits and never deadlock.
+    parallel_partitions = True
 
     @classmethod
     def open(cls, settings: Settings, target: str | None = None) -> Self:

@@ -197,6 +197,11 @@ class RedisProjection(ABC):
         if status == "fenced":
             raise FencedOut(f"{self.name} partition {partition} moved past {after}")
 
+    def sibling(self) -> None:
+        """None: a Redis model's apply is mostly Python (decode, fold), which a second thread of
+        the same process cannot run alongside; a second process can (partition leases)."""
+        return None
+
     def reconnect(self) -> None:
         disconnect(self.client)
 
