@@ -42,6 +42,10 @@ from .base import FencedOut, Projection
 from .lease import Leases
 
 log = logging.getLogger("memledger.projector")
+#: How often a projector holding no partition looks for free leases (one holding some looks
+#: every lease_ttl_ms / 3, when it renews them): a peer's share left on a clean stop, or
+#: released to it, is taken within this.
+IDLE_LOOK_S = 0.05
 #: A server outage: retried with backoff (each store translates its driver's errors into it).
 TRANSIENT = (StoreUnavailable,)
 T = TypeVar("T")
@@ -183,7 +187,7 @@ class Projector:
             if targets is not None and self._caught_up(cursors, targets):
                 return
             if not cursors:
-                stop.wait(self.options.lease_ttl_ms / 3000)
+                stop.wait(IDLE_LOOK_S)
                 continue
             items = ahead.result() if ahead is not None else self._read(cursors, block)
             following = _advance(cursors, items)
@@ -216,7 +220,7 @@ class Projector:
             changed, self._held = self._held != set(self.partitions), set(self.partitions)
             return changed
         now = time.monotonic()
-        if now - self._lease_checked < self.options.lease_ttl_ms / 3000:
+        if now - self._lease_checked < (self.options.lease_ttl_ms / 3000 if self._held else IDLE_LOOK_S):
             return False
         # Its fair share only, so that N processes of one projection split the partitions.
         leases = self.leases
