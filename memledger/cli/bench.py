@@ -73,36 +73,43 @@ def bench_search(
         console.print(f"figures written to {json_file}")
 
 
+ProjectionsOpt = Annotated[list[str] | None, typer.Option(
+    "--projection", "-p", metavar="NAME",
+    help="Projections to measure (repeatable or comma-separated; default: memories), e.g. "
+         "-p trending,analytics,activity,recent_messages.")]
+
+
 def bench_projectors(
     processes: str = typer.Option("1,2,4", "--processes", help="Process counts to compare, comma-separated."),
     events: int = typer.Option(40_000, "--events", min=1000, help="Commands in the backlog."),
-    repeat: int = typer.Option(3, "--repeat", min=1, help="Rounds per process count (medians)."),
+    repeat: int = typer.Option(3, "--repeat", min=1,
+                               help="Rounds per projection and process count (medians)."),
+    projection: ProjectionsOpt = None,
     json_file: JsonFileOpt = None,
 ) -> None:
-    """Projector throughput (memories) on 1, 2, 4 ... processes that split the partitions by lease,
-    over one backlog, in a namespace of its own (removed after)."""
-    from memledger.bench.projector_processes import run_projector_processes
+    """Projector throughput on 1, 2, 4 ... processes that split the partitions by lease, over one
+    backlog, against the CPU ceiling (target >= 0.8x), in a namespace of its own (removed after)."""
+    from memledger.bench.projector_processes import (
+        as_json,
+        processes_table,
+        run_projector_processes,
+    )
     from memledger.bench.sandbox import bench_settings, drop_namespace
 
-    counts = _counts(processes)
+    counts, names = _counts(processes), _projections(projection or [])
     sandbox = bench_settings(settings())
     try:
         with sigterm_interrupts():
-            figures = run_projector_processes(sandbox, counts, events, repeat,
-                                              progress=lambda line: console.print(line, highlight=False))
+            figures = run_projector_processes(
+                sandbox, counts, events, repeat, projections=names,
+                progress=lambda line: console.print(line, highlight=False))
     finally:
         drop_namespace(sandbox)
     cores = os.cpu_count() or 1
-    table = Table("processes", "events", "median events/s", "rounds", "µs CPU/event (Python + PG)",
-                  "CPU ceiling ev/s", "load (1/5/15 min) per round",
-                  title=f"projector memories, {sandbox.partitions} partitions, {cores} cores")
-    for f in figures:
-        python_us, postgres_us = f.cpu_us()
-        table.add_row(str(f.processes), f"{f.events:,}", f"{f.median:,.0f}", ", ".join(f"{r:,.0f}" for r in f.rates),
-                      f"{python_us:.0f} + {postgres_us:.0f}", f"{f.ceiling(cores):,.0f}", "; ".join(f.loads))
-    wide().print(table)
+    wide().print(processes_table(figures, sandbox.partitions, cores))
     if json_file is not None:
-        json_file.write_bytes(orjson.dumps([f.as_json() for f in figures], option=orjson.OPT_INDENT_2))
+        json_file.write_bytes(orjson.dumps(as_json(figures, cores), option=orjson.OPT_INDENT_2))
+        console.print(f"figures written to {json_file}")
 
 
 def _counts(text: str) -> list[int]:
@@ -113,6 +120,20 @@ def _counts(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise typer.BadParameter(f"{text!r} is not a list of process counts such as 1,2,4", param_hint="--processes")
     return counts
+
+
+def _projections(values: list[str]) -> list[str]:
+    """The registered names in `values` (each may be comma-separated), in order, once each;
+    memories if there are none."""
+    from ledger.errors import ConfigurationError
+    from projections.registry import projection_class
+
+    parts = (part.strip() for value in values for part in value.split(","))
+    names = list(dict.fromkeys(part for part in parts if part))
+    try:
+        return [projection_class(name).name for name in names or ["memories"]]
+    except ConfigurationError as e:
+        raise typer.BadParameter(str(e), param_hint="--projection") from None
 
 
 def bench_http(
