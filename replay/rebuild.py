@@ -25,6 +25,7 @@ the shadow's committed progress as they are.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -135,10 +136,19 @@ class Replayer:
     """Applies history to a shadow projection in large batches, failing fast."""
 
     def __init__(self, log: RedisEventLog, projection: Projection, settings: Settings | None, batch: int = BATCH,
-                 report: Report | None = None, phase: str = "replay"):
+                 report: Report | None = None, phase: str = "replay", appliers: int = 1):
         self.log, self.projection, self.settings, self.batch = log, projection, settings, batch
         self.report, self.phase = report, phase
         self.applied, self.total = 0, 0
+        self.appliers = appliers
+        self._handles: list[Projection] = [projection]
+        self._counting = threading.Lock()  # lanes apply (and report) on several threads
+
+    def close(self) -> None:
+        """Close the handles opened for lanes (the projection itself is its owner's)."""
+        for twin in self._handles[1:]:
+            twin.close()
+        del self._handles[1:]
 
     def note(self, phase: str) -> None:
         """Enter `phase`, and say so to the progress report."""
@@ -146,21 +156,70 @@ class Replayer:
         if self.report is not None:
             self.report(Progress(self.projection.name, phase, -1, "", self.applied, max(self.total, self.applied)))
 
-    def to(self, targets: dict[int, str | None], cursors: dict[int, str]) -> int:
+    def to(self, targets: dict[int, str | None], cursors: dict[int, str],
+           sizes: Mapping[int, int] | None = None) -> int:
         """Advance each partition from `cursors[p]` to `targets[p]` (None: the head); events applied.
 
-        A second thread reads and decodes the next chunk (across partitions) while the
-        current one is applied: PostgreSQL's writing and Python's decoding overlap.
+        A thread reads and decodes the next chunk while the current one is applied, so
+        PostgreSQL's writing and Python's decoding overlap. With `appliers` > 1 and a
+        projection that has siblings, that many lanes do this side by side, each taking
+        the next partition left (the largest first, given `sizes`: estimated events) and
+        applying it on a handle of its own: one lane folds while another's database writes.
         """
         before = self.applied
-        plan = [(p, cursors.get(p, "0-0"), bound) for p, bound in sorted(targets.items())]
-        reader: ReadAhead[tuple[int, list[RecordedEvent]]] = ReadAhead(lambda: self._chunks(plan))
-        with reader as chunks:
-            for partition, chunk in chunks:
-                cursors[partition] = self._apply(partition, chunk, cursors.get(partition, "0-0"))
+        order = sorted(targets, key=lambda p: (-(sizes or {}).get(p, 0), p))
+        pending = collections.deque((p, cursors.get(p, "0-0"), targets[p]) for p in order)
+        lanes = self._lanes(len(pending))
+        if len(lanes) == 1:
+            self._lane(lanes[0], pending, cursors, threading.Event())
+            return self.applied - before
+        stop, failures = threading.Event(), []
+
+        def lane(handle: Projection) -> None:
+            try:
+                self._lane(handle, pending, cursors, stop)
+            except BaseException as e:  # noqa: BLE001 - raised by the caller's thread, below
+                failures.append(e)
+                stop.set()
+
+        others = [threading.Thread(target=lane, args=(h,), name=f"replay-lane-{i}", daemon=True)
+                  for i, h in enumerate(lanes[1:], 1)]
+        for thread in others:
+            thread.start()
+        try:
+            self._lane(lanes[0], pending, cursors, stop)  # on this thread: Ctrl-C rolls its batch back
+        except BaseException:
+            stop.set()  # the others end after their batch in flight (committed or rolled back whole)
+            raise
+        finally:
+            for thread in others:
+                thread.join()
+        if failures:
+            raise failures[0]
         return self.applied - before
 
-    def _chunks(self, plan: list[tuple[int, str, str | None]]) -> Iterator[tuple[int, list[RecordedEvent]]]:
+    def _lanes(self, partitions: int) -> list[Projection]:
+        while len(self._handles) < min(self.appliers, partitions) and (twin := self.projection.sibling()) is not None:
+            self._handles.append(twin)
+        return self._handles[:max(1, min(self.appliers, partitions))]
+
+    def _lane(self, handle: Projection, pending: collections.deque[tuple[int, str, str | None]],
+              cursors: dict[int, str], stop: threading.Event) -> None:
+        def taken() -> Iterator[tuple[int, str, str | None]]:
+            while not stop.is_set():
+                try:
+                    yield pending.popleft()
+                except IndexError:
+                    return
+
+        reader: ReadAhead[tuple[int, list[RecordedEvent]]] = ReadAhead(lambda: self._chunks(taken()))
+        with reader as chunks:
+            for partition, chunk in chunks:
+                if stop.is_set():
+                    return
+                cursors[partition] = self._apply(handle, partition, chunk, cursors.get(partition, "0-0"))
+
+    def _chunks(self, plan: Iterable[tuple[int, str, str | None]]) -> Iterator[tuple[int, list[RecordedEvent]]]:
         for partition, after, until in plan:
             chunk: list[RecordedEvent] = []
             try:
@@ -175,27 +234,28 @@ class Replayer:
             if chunk:
                 yield partition, chunk
 
-    def _apply(self, partition: int, events: Sequence[RecordedEvent], after: str) -> str:
+    def _apply(self, handle: Projection, partition: int, events: Sequence[RecordedEvent], after: str) -> str:
         try:
-            self.projection.apply(partition, events, after)
+            handle.apply(partition, events, after)
         except FencedOut as e:
             raise ProjectionError(f"{self.projection.name}: someone else wrote to the shadow ({e}); "
                                   "is another rebuild running?") from e
         except Exception as e:
             if not isinstance(e, POISON) and not is_bug(e):
                 raise
-            self._find_poison(partition, events, after)
-        self.applied += len(events)
+            self._find_poison(handle, partition, events, after)
         last = events[-1].position.stream_id
-        if self.report is not None:
-            self.report(Progress(self.projection.name, self.phase, partition, last, self.applied,
-                                 max(self.total, self.applied)))
+        with self._counting:
+            self.applied += len(events)
+            if self.report is not None:
+                self.report(Progress(self.projection.name, self.phase, partition, last, self.applied,
+                                     max(self.total, self.applied)))
         return last
 
-    def _find_poison(self, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
+    def _find_poison(self, handle: Projection, partition: int, events: Sequence[RecordedEvent], after: str) -> None:
         for r in events:
             try:
-                self.projection.apply(partition, [r], after)
+                handle.apply(partition, [r], after)
             except Exception as e:
                 if not isinstance(e, POISON) and not is_bug(e):
                     raise
@@ -346,11 +406,14 @@ def auto_workers(plan: RebuildPlan) -> int:
 
 
 def rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = None, bound: str | None = None,
-            batch: int = BATCH, report: Report | None = None, workers: int = 1) -> RebuildResult:
+            batch: int = BATCH, report: Report | None = None, workers: int = 1,
+            appliers: int | None = None) -> RebuildResult:
     """Rebuild `name` into its shadow; with neither `partitions` nor `bound`, catch up and swap.
 
     With `workers` > 1 the bulk of the replay runs in that many processes (replay.parallel,
     each running this function for its share of the partitions: replay.rebuild_worker).
+    Each process replays `appliers` partitions at once (default: settings.projector_appliers;
+    see `Replayer.to`).
     """
     started, log = time.monotonic(), open_log(settings)
     target = open_target(settings, name)
@@ -365,7 +428,8 @@ def rebuild(settings: Settings, name: str, partitions: Iterable[int] | None = No
             if busy:
                 raise ProjectionError(f"another rebuild of {name!r} is running ({busy[0]}); wait for it or stop it")
             with fewer_collections():
-                return _run(settings, log, target, plan, batch, report, started, done)
+                return _run(settings, log, target, plan, batch, report, started, done,
+                            settings.projector_appliers if appliers is None else appliers)
     finally:
         target.close()
 
@@ -383,15 +447,15 @@ def _bulk_in_workers(settings: Settings, target: Shadow, plan: RebuildPlan, batc
 
 
 def _run(settings: Settings, log: RedisEventLog, target: Shadow, plan: RebuildPlan, batch: int,
-         report: Report | None, started: float, done: int = 0) -> RebuildResult:
+         report: Report | None, started: float, done: int = 0, appliers: int = 1) -> RebuildResult:
     shadow = target.open_shadow()
+    replayer = Replayer(log, shadow, None if target.stream_only else settings, batch, report, appliers=appliers)
     try:
-        source = None if target.stream_only else settings
-        replayer = Replayer(log, shadow, source, batch, report)
         replayer.applied, replayer.total = done, done + plan.total
         cursors = dict(shadow.checkpoints())
         _past_bound(plan, cursors)
-        replayer.to({p.partition: plan.bound or log.head(p.partition) for p in plan.partitions}, cursors)
+        replayer.to({p.partition: plan.bound or log.head(p.partition) for p in plan.partitions}, cursors,
+                    {p.partition: p.estimate for p in plan.partitions})
         if not plan.swap:
             return RebuildResult(plan.projection, replayer.applied, time.monotonic() - started, False, cursors)
         replayer.note("indexes")
@@ -401,6 +465,7 @@ def _run(settings: Settings, log: RedisEventLog, target: Shadow, plan: RebuildPl
         live = target.swap(lambda: _to_heads(log, replayer, cursors))
         return RebuildResult(plan.projection, replayer.applied, time.monotonic() - started, True, dict(live))
     finally:
+        replayer.close()
         shadow.close()
 
 

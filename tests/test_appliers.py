@@ -9,6 +9,7 @@ handles' transactions take turns on those rows while both run.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
@@ -21,10 +22,11 @@ from ledger import Settings, open_log
 from ledger.connections import database_url
 from ledger.errors import ProjectionError
 from ledger.events import RecordedEvent
-from projections import Projector, ProjectorOptions, open_projection
+from projections import Projector, ProjectorOptions, open_projection, run_projection
 from projections.fold import MemoryChange
 from projections.postgres import migrate
 from projections.postgres.memories import MemoriesProjection
+from replay.rebuild import Progress, rebuild
 
 AGENTS = 12
 
@@ -166,3 +168,34 @@ def test_the_second_handle_is_closed_when_the_projector_stops(settings: Settings
         assert Recording.closed == twins
     finally:
         projection.close()
+
+
+def test_a_rebuild_replays_two_partitions_at_once_into_the_same_model(settings: Settings) -> None:
+    # Given a live read model of a backlog over several partitions
+    migrate.upgrade(settings)
+    _backlog(settings)
+    run_projection(settings, "memories", until_caught_up=True)
+    live = MemoriesProjection(database_url(settings), settings.db_schema)
+    try:
+        before = live.digest()
+    finally:
+        live.close()
+    # When it is rebuilt with two appliers, in small batches
+    lanes: dict[str, set[int]] = {}
+
+    def report(p: Progress) -> None:
+        if p.partition >= 0:
+            lanes.setdefault(threading.current_thread().name, set()).add(p.partition)
+
+    result = rebuild(settings, "memories", batch=40, report=report, appliers=2)
+    # Then the swapped-in model is the one the projector built
+    assert result.swapped
+    rebuilt = MemoriesProjection(database_url(settings), settings.db_schema)
+    try:
+        assert rebuilt.digest() == before
+    finally:
+        rebuilt.close()
+    # and two lanes replayed partitions, none of them the same one
+    assert len(lanes) == 2, lanes
+    first, second = lanes.values()
+    assert first and second and not first & second
