@@ -127,16 +127,9 @@ class MemoriesProjection(PostgresProjection):
     def _write_agent_stats(self, cur: psycopg.Cursor, deltas: dict[tuple[str, str], AgentDelta]) -> None:
         if not deltas:
             return
-        counters = ["live_memories", "stored", "updated", "forgotten", "expired", "recalls", "sessions"]
-        rows = [(org, agent, *(getattr(d, c) for c in counters), d.first_event_at, d.last_event_at)
+        rows = [(org, agent, *(getattr(d, c) for c in _COUNTERS), d.first_event_at, d.last_event_at)
                 for (org, agent), d in sorted(deltas.items())]
-        adds = ", ".join(f"{c} = agent_stats.{c} + EXCLUDED.{c}" for c in counters)
-        cur.executemany(
-            f"INSERT INTO agent_stats (org_id, agent_id, {', '.join(counters)}, first_event_at, last_event_at)"
-            f" VALUES ({', '.join(['%s'] * (len(counters) + 4))})"
-            f" ON CONFLICT (org_id, agent_id) DO UPDATE SET {adds},"
-            " first_event_at = LEAST(agent_stats.first_event_at, EXCLUDED.first_event_at),"
-            " last_event_at = GREATEST(agent_stats.last_event_at, EXCLUDED.last_event_at)", rows)
+        cur.execute(_AGENT_STATS, _columns(rows))
 
 
 def _fold_all(events: list[Event], before: dict[Key, Row], fold: Callable[[Row | None, Event], Row | None],
@@ -205,6 +198,25 @@ def _tag_deltas(before: dict[Key, MemoryRow], changed: dict[Key, MemoryRow | Non
 def _write_tag_stats(cur: psycopg.Cursor, delta: Counter[tuple[str, str]]) -> None:
     rows = sorted((org, tag, n) for (org, tag), n in delta.items() if n)
     if rows:
-        cur.executemany(
-            "INSERT INTO tag_stats (org_id, tag, memories) VALUES (%s, %s, %s) ON CONFLICT (org_id, tag)"
-            " DO UPDATE SET memories = tag_stats.memories + EXCLUDED.memories", rows)
+        cur.execute(_TAG_STATS, _columns(rows))
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one list per column: the arrays an `unnest(...)` upsert takes."""
+    return [list(column) for column in zip(*rows)]
+
+
+# Counters are added as deltas, all rows of a table in one statement (arrays, unnested in the
+# order given: sorted by key, so two transactions lock shared rows in one order). One
+# statement instead of one per row: executemany cost about 60 µs of Python per row.
+_COUNTERS = ("live_memories", "stored", "updated", "forgotten", "expired", "recalls", "sessions")
+_TAG_STATS = (
+    "INSERT INTO tag_stats (org_id, tag, memories) SELECT * FROM unnest(%s::text[], %s::text[], %s::int[])"
+    " ON CONFLICT (org_id, tag) DO UPDATE SET memories = tag_stats.memories + EXCLUDED.memories")
+_AGENT_STATS = (
+    f"INSERT INTO agent_stats (org_id, agent_id, {', '.join(_COUNTERS)}, first_event_at, last_event_at)"
+    f" SELECT * FROM unnest(%s::text[], %s::text[], {', '.join(['%s::int[]'] * len(_COUNTERS))},"
+    " %s::timestamptz[], %s::timestamptz[])"
+    f" ON CONFLICT (org_id, agent_id) DO UPDATE SET {', '.join(f'{c} = agent_stats.{c} + EXCLUDED.{c}' for c in _COUNTERS)},"
+    " first_event_at = LEAST(agent_stats.first_event_at, EXCLUDED.first_event_at),"
+    " last_event_at = GREATEST(agent_stats.last_event_at, EXCLUDED.last_event_at)")
