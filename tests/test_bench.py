@@ -21,6 +21,7 @@ from memledger.bench import BenchContext, Figure, Measurement, Target, build_dat
 from memledger.bench.figures import cpu_ceiling
 from memledger.bench.ledger_bench import LEDGER_APPEND, LEDGER_LATENCY
 from memledger.bench.raw import RAW_XADD
+from memledger.bench.runner import select_measurements
 from memledger.bench.sandbox import namespace_keys
 from memledger.cli.bench import bench as bench_command
 
@@ -144,3 +145,17 @@ def test_the_cli_command_prints_the_table_and_writes_json(settings: Settings, tm
     result = CliRunner().invoke(app, ["--events", "60", "--repeat", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "raw XADD" in result.output and out.exists()
+
+
+def test_the_rebuild_per_event_figure_leaves_out_what_a_rebuild_of_nothing_costs(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    chosen = select_measurements(["replay rebuild", "projector memories", "PG COPY"])
+    report = run_benchmark(settings, events=5_000, repeat=1, seed=7, progress=False, only=chosen)
+    gross = report.result("replay rebuild memories, Python CPU per event").figure
+    net = report.result("replay rebuild memories (replay only), Python CPU per event")
+    # the target moves to the figure without the fixed cost, which is smaller by that cost
+    assert gross.target is None and net.figure.target is not None and net.ratio is not None
+    assert 0 < net.figure.value < gross.value
+    fixed_ms = float(net.figure.note.split("(")[1].split(" ms")[0])
+    assert net.figure.value == pytest.approx(gross.value - 1000 * fixed_ms / 5_000, rel=0.02, abs=1.0)
+    assert_removed(settings, redis_client, report.namespace)

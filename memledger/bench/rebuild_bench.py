@@ -52,7 +52,7 @@ from .cpu_meter import CpuMeter
 from .rss import PeakRss
 from .sandbox import drop_namespace
 
-__all__ = ["Figures", "Row", "bulk_limit", "history", "load", "main", "measure", "namespace"]
+__all__ = ["Figures", "Row", "bulk_limit", "fixed_python_s", "history", "load", "main", "measure", "namespace"]
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 EPOCH_MS = int(EPOCH.timestamp() * 1000)
@@ -197,6 +197,14 @@ def measure(base: Settings, events: int, batch: int = BATCH, workers: int = 0) -
             raise AssertionError(f"the rebuild applied {run['applied']} events, expected {events}")
         return Figures(events, copy_s, run["seconds"], run["python_s"], run["postgres_s"], bulk_limit(settings),
                        run["peak_rss_kb"] / 1024, int(run["workers"]))
+
+
+def fixed_python_s(base: Settings) -> float:
+    """Python CPU seconds of a rebuild with nothing to replay (planning, the shadow schema and its
+    migrations, the index build, the swap): what a rebuild spends whatever its history's size."""
+    with namespace(base) as settings:
+        migrate.upgrade(settings)
+        return _rebuild_apart(settings, BATCH, 1)["python_s"]
 
 
 def _rebuild_apart(settings: Settings, batch: int, workers: int) -> dict[str, float]:
