@@ -26,15 +26,12 @@ the shadow's committed progress as they are.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Generic, TypeVar
 
 from ledger import Settings, open_log
 from ledger.archive import HistoryGap, archive_estimate, newest_archived, read_from, trimmed_through
@@ -47,13 +44,13 @@ from projections.runtime import POISON, fewer_collections, is_bug, where
 from projections.shadow import Shadow
 
 from .parallel import replay_in_workers, shares
+from .read_ahead import ReadAhead
 from .targets import lock_keys, open_target
 
 __all__ = ["BATCH", "PARALLEL_ABOVE", "PartitionPlan", "Progress", "ReadAhead", "RebuildPlan", "RebuildResult",
            "Replayer", "auto_workers", "estimate_events", "fewer_collections", "parse_bound", "plan_rebuild", "rebuild",
            "refuse_trimmed"]
 
-T = TypeVar("T")
 BATCH = 20_000  # events per transaction: large batches fold repeated changes of a row into one write
 CATCH_UP_ROUNDS = 10
 CATCH_UP_LEFT = 2000  # swap once a catch-up round had no more than this to apply
@@ -268,60 +265,6 @@ class Replayer:
             after = r.position.stream_id
         # Each event applied on its own: the batch's failure came from their combination,
         # and they are all committed now; carry on.
-
-
-_END = object()
-
-
-class ReadAhead(Generic[T]):
-    """Runs a producer of items on a thread, `depth` items ahead of the consumer.
-
-    Exceptions in the producer surface in the consumer; leaving the `with` block (also
-    through Ctrl-C) stops the producer and closes its generator (and its connection).
-    """
-
-    def __init__(self, produce: Callable[[], Iterator[T]], depth: int = 2):
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(produce,), name="replay-read", daemon=True)
-
-    def __enter__(self) -> Iterator[T]:
-        self._thread.start()
-        return self._items()
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)  # unblock a producer waiting on a full queue
-
-    def _items(self) -> Iterator[T]:
-        while (item := self._queue.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-
-    def _run(self, produce: Callable[[], Iterator[T]]) -> None:
-        items = produce()
-        try:
-            for item in items:
-                if not self._put(item):
-                    return
-            self._put(_END)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            self._put(e)
-        finally:
-            if isinstance(items, Generator):
-                items.close()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
 
 
 def _one_line(error: Exception) -> str:
