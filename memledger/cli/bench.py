@@ -102,7 +102,7 @@ def bench_projectors(
         with sigterm_interrupts():
             figures = run_projector_processes(
                 sandbox, counts, events, repeat, projections=names,
-                progress=lambda line: console.print(line, highlight=False))
+                progress=lambda line: console.print(line, highlight=False, soft_wrap=True))
     finally:
         drop_namespace(sandbox)
     cores = os.cpu_count() or 1
