@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from ledger import Settings, open_log
-from memledger.bench.projector_processes import empty_read_model, run_projector_processes
+from memledger.bench.projector_processes import as_json, empty_read_model, run_projector_processes
 from memledger.bench.report import WIDTH
 from memledger.cli import app
 from projections.registry import PROJECTIONS, open_projection
@@ -32,6 +33,14 @@ def test_two_processes_project_the_whole_backlog_and_report_rate_and_cpu(setting
     python_us, postgres_us = figure.cpu_us()
     assert python_us > 0 and postgres_us > 0 and figure.ceiling(2) > 0
     assert len(lines) == 1 and "2 process(es)" in lines[0]
+    # and against its raw limit, a COPY of the backlog's final rows measured in the same round
+    assert figure.copy is not None and len(figure.copy.seconds) == 1 and 0 < figure.copy.rows < figure.events
+    assert figure.vs_copy() == pytest.approx(figure.median / (figure.copy.rows / figure.copy.seconds[0]))
+    saved = as_json([figure], 2)[0]
+    assert saved["vs_copy"] == round(figure.vs_copy() or 0, 3) and saved["copy_rows"] == figure.copy.rows
+    with psycopg.connect(str(settings.database_url)) as conn:  # the COPY's table is gone
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                            (f"{settings.db_schema}_copy",)).fetchone() is None
 
 
 @pytest.mark.parametrize("bad", ["0", "1,x", ""])

@@ -133,31 +133,37 @@ def peak_rss(name: str, rounds: Sequence[Round], note: str) -> Figure:
 RAW_MEMORIES_COPY = "PG COPY into the memories read-model table"
 
 
-@measurement(RAW_MEMORIES_COPY)
-def measure_memories_copy(ctx: BenchContext) -> Sequence[Figure]:
-    """The same final rows, binary-COPYed into a table shaped exactly like the read model's
-    (its indexes, its full-text column): what the database alone costs for this table."""
+def copy_memory_rows(pg: Any, schema: str, rows: Sequence[Any]) -> float:
+    """Seconds to binary-COPY a data set's final rows (`DataSet.rows`) into `schema`'s memories
+    table, in one transaction: what the database alone costs for the rows a projector writes."""
     from psycopg.types.json import Jsonb
 
     from .raw import COLUMNS, TYPES
 
-    rows = [(*r.as_tuple()[:6], Jsonb(r.metadata), *r.as_tuple()[7:], "note", 0) for r in ctx.data.rows]
+    tuples = [(*r.as_tuple()[:6], Jsonb(r.metadata), *r.as_tuple()[7:], "note", 0) for r in rows]
     columns = sql.SQL(", ").join(map(sql.Identifier, (*COLUMNS, "memory_type", "recall_count")))
+    statement = sql.SQL("COPY {}.memories ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(schema), columns)
+    with Stopwatch() as watch, pg.transaction(), pg.cursor().copy(statement) as copy:
+        copy.set_types([*TYPES, "text", "int4"])
+        for row in tuples:
+            copy.write_row(row)
+    return watch.seconds
+
+
+@measurement(RAW_MEMORIES_COPY)
+def measure_memories_copy(ctx: BenchContext) -> Sequence[Figure]:
+    """The same final rows, binary-COPYed into a table shaped exactly like the read model's
+    (its indexes, its full-text column): what the database alone costs for this table."""
 
     def once(index: int) -> float:
         schema = _fresh_schema(ctx, f"copy{index}")
-        statement = sql.SQL("COPY {}.memories ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(schema), columns)
         try:
-            with Stopwatch() as watch, ctx.pg.transaction(), ctx.pg.cursor().copy(statement) as copy:
-                copy.set_types([*TYPES, "text", "int4"])
-                for row in rows:
-                    copy.write_row(row)
+            return copy_memory_rows(ctx.pg, schema, ctx.data.rows)
         finally:
             _drop_schema(ctx, schema)
-        return watch.seconds
 
     seconds = ctx.rounds(RAW_MEMORIES_COPY, once)
-    return [throughput(RAW_MEMORIES_COPY, "raw", len(rows), seconds, unit="rows/s",
+    return [throughput(RAW_MEMORIES_COPY, "raw", len(ctx.data.rows), seconds, unit="rows/s",
                        note="the read model's own table: indexes, full-text column")]
 
 

@@ -58,11 +58,11 @@ from projections.redis import REDIS_PROJECTIONS
 from projections.registry import open_projection
 
 from .cpu_meter import CpuMeter
-from .data import build_dataset
+from .data import DataSet, build_dataset
 from .ledger_bench import accepted
 from .sandbox import connect_pg
 
-__all__ = ["TARGET", "ProcessesFigure", "Round", "as_json", "empty_read_model", "processes_table",
+__all__ = ["TARGET", "CopyBaseline", "ProcessesFigure", "Round", "as_json", "empty_read_model", "processes_table",
            "run_projector_processes"]
 
 #: Short, so that N processes settle their shares quickly; rounds are seconds long.
@@ -85,6 +85,20 @@ class Round:
 
 
 @dataclass
+class CopyBaseline:
+    """A binary COPY of the backlog's final memory rows into a memories table of its own, once
+    per round (interleaved with the projectors'): the raw limit of the memories projection."""
+
+    rows: int
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Median rows per second."""
+        return statistics.median(self.rows / s for s in self.seconds)
+
+
+@dataclass
 class ProcessesFigure:
     """The rounds of one projection on one process count, and the load average before each."""
 
@@ -93,6 +107,11 @@ class ProcessesFigure:
     events: int
     rounds: list[Round] = field(default_factory=list)
     loads: list[str] = field(default_factory=list)
+    copy: CopyBaseline | None = None  # memories only: its raw limit, measured in the same rounds
+
+    def vs_copy(self) -> float | None:
+        """Events/s over the COPY's rows/s (as the main bench's "vs COPY"), if measured."""
+        return self.median / self.copy.rate if self.copy is not None and self.copy.seconds else None
 
     @property
     def server(self) -> str:
@@ -128,7 +147,10 @@ class ProcessesFigure:
                 "python_us_per_event": round(python_us, 1),
                 f"{self.server}_us_per_event": round(server_us, 1), "cores": cores,
                 "cpu_ceiling_events_per_s": round(self.ceiling(cores)),
-                "vs_cpu_ceiling": round(self.vs_ceiling(cores), 3), "target_vs_cpu_ceiling": TARGET}
+                "vs_cpu_ceiling": round(self.vs_ceiling(cores), 3), "target_vs_cpu_ceiling": TARGET,
+                **({} if (ratio := self.vs_copy()) is None or self.copy is None else
+                   {"copy_rows": self.copy.rows, "copy_rows_per_s": round(self.copy.rate),
+                    "copy_rounds_s": [round(x, 3) for x in self.copy.seconds], "vs_copy": round(ratio, 3)})}
 
 
 def as_json(figures: Sequence[ProcessesFigure], cores: int) -> list[dict[str, object]]:
@@ -140,10 +162,15 @@ def as_json(figures: Sequence[ProcessesFigure], cores: int) -> list[dict[str, ob
 def processes_table(figures: Sequence[ProcessesFigure], partitions: int, cores: int) -> Table:
     """One row per projection and process count; each round's rate and load are in `as_json`."""
     events = f"{figures[0].events:,} events, " if figures else ""
+    caption = f"target: >= {TARGET}x the CPU ceiling (cores / CPU per event); per-round figures: --json-file"
+    copied = [f for f in figures if f.rounds and f.vs_copy() is not None]
+    if copied and copied[0].copy is not None:
+        caption += (f"\nmemories vs a COPY of its {copied[0].copy.rows:,} final rows ({copied[0].copy.rate:,.0f} rows/s, "
+                    "same rounds; target >= 0.9x): "
+                    + ", ".join(f"{f.processes} process(es) {f.vs_copy():.2f}x" for f in copied))
     table = Table(title=f"projectors on N processes: {events}{partitions} partitions, "
                         f"{cores} cores",
-                  caption=f"target: >= {TARGET}x the CPU ceiling (cores / CPU per event); "
-                          "per-round figures: --json-file",
+                  caption=caption,
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     # Short headers and no per-round columns, so that a row fits one line of 100 columns.
     table.add_column("projection", no_wrap=True)
@@ -157,15 +184,29 @@ def processes_table(figures: Sequence[ProcessesFigure], partitions: int, cores: 
     return table
 
 
-def fill(settings: Settings, events: int, seed: int) -> int:
-    """Append the seeded data set of `events` commands; the number of events appended."""
-    models = build_dataset(seed, events, settings.partitions).models("procs")
+def fill(settings: Settings, events: int, seed: int) -> tuple[int, DataSet]:
+    """Append the seeded data set of `events` commands; the number of events appended, and the data set."""
+    data = build_dataset(seed, events, settings.partitions)
+    models = data.models("procs")
     bus = open_bus(settings)
     try:
         return sum(accepted(bus.send_many(models[i:i + SEND_BATCH]))
-                   for i in range(0, len(models), SEND_BATCH))
+                   for i in range(0, len(models), SEND_BATCH)), data
     finally:
         bus.log.close()
+
+
+def copy_round(settings: Settings, data: DataSet) -> float:
+    """Seconds of one COPY of the data set's final rows into a fresh memories table."""
+    from .projections_bench import copy_memory_rows
+
+    schema = f"{settings.db_schema}_copy"
+    migrate.upgrade(settings, schema=schema)
+    with connect_pg(database_url(settings)) as conn:
+        try:
+            return copy_memory_rows(conn, schema, data.rows)
+        finally:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def empty_read_model(settings: Settings, projection: str) -> None:
@@ -346,11 +387,15 @@ def run_projector_processes(settings: Settings, processes: Sequence[int], events
     """Rounds of each projection on each process count over one backlog (in `settings`'
     namespace, which the caller drops); `projections` are registered names."""
     migrate.upgrade(settings)
-    appended = fill(settings, events, seed)
+    appended, data = fill(settings, events, seed)
     heads = _heads(settings)
-    figures = [ProcessesFigure(name, n, appended) for name in projections for n in processes]
+    baseline = CopyBaseline(len(data.rows)) if "memories" in projections else None
+    figures = [ProcessesFigure(name, n, appended, copy=baseline if name == "memories" else None)
+               for name in projections for n in processes]
     # Interleaved, so that a change of the machine's load hits every figure alike.
     for i in range(rounds):
+        if baseline is not None and not (stop is not None and stop.is_set()):
+            baseline.seconds.append(copy_round(settings, data))
         for figure in figures:
             if stop is not None and stop.is_set():
                 return figures
