@@ -23,7 +23,7 @@ from ledger.connections import RedisClient
 from ledger import Settings
 from ledger.postgres import connect
 
-__all__ = ["POLL_S", "CpuMeter"]
+__all__ = ["POLL_S", "CpuMeter", "cpu_ticks"]
 
 
 #: How often the meter reads its backends' CPU: a backend that lives shorter than this
@@ -90,8 +90,13 @@ class CpuMeter:
         for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
                                    (self.app,)).fetchall():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                self._ticks[pid] = max(self._ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
+                self._ticks[pid] = max(self._ticks.get(pid, 0), cpu_ticks(pid))
+
+
+def cpu_ticks(pid: int) -> int:
+    """Clock ticks of CPU (user + system) process `pid` has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
 
 
 def _children_cpu() -> float:

@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 from psycopg import sql
@@ -57,8 +56,9 @@ from projections.postgres import migrate
 from projections.redis import REDIS_PROJECTIONS
 from projections.registry import open_projection
 
-from .cpu_meter import CpuMeter
+from .cpu_meter import CpuMeter, cpu_ticks
 from .data import DataSet, build_dataset
+from .projections_bench import MEMORIES_TARGET, copy_memory_rows
 from .ledger_bench import accepted
 from .sandbox import connect_pg
 
@@ -148,9 +148,14 @@ class ProcessesFigure:
                 f"{self.server}_us_per_event": round(server_us, 1), "cores": cores,
                 "cpu_ceiling_events_per_s": round(self.ceiling(cores)),
                 "vs_cpu_ceiling": round(self.vs_ceiling(cores), 3), "target_vs_cpu_ceiling": TARGET,
-                **({} if (ratio := self.vs_copy()) is None or self.copy is None else
-                   {"copy_rows": self.copy.rows, "copy_rows_per_s": round(self.copy.rate),
-                    "copy_rounds_s": [round(x, 3) for x in self.copy.seconds], "vs_copy": round(ratio, 3)})}
+                **self._copy_json()}
+
+    def _copy_json(self) -> dict[str, object]:
+        ratio = self.vs_copy()
+        if ratio is None or self.copy is None:
+            return {}
+        return {"copy_rows": self.copy.rows, "copy_rows_per_s": round(self.copy.rate),
+                "copy_rounds_s": [round(x, 3) for x in self.copy.seconds], "vs_copy": round(ratio, 3)}
 
 
 def as_json(figures: Sequence[ProcessesFigure], cores: int) -> list[dict[str, object]]:
@@ -166,7 +171,7 @@ def processes_table(figures: Sequence[ProcessesFigure], partitions: int, cores: 
     copied = [f for f in figures if f.rounds and f.vs_copy() is not None]
     if copied and copied[0].copy is not None:
         caption += (f"\nmemories vs a COPY of its {copied[0].copy.rows:,} final rows ({copied[0].copy.rate:,.0f} rows/s, "
-                    "same rounds; target >= 0.9x): "
+                    f"same rounds; target {MEMORIES_TARGET.text}): "
                     + ", ".join(f"{f.processes} process(es) {f.vs_copy():.2f}x" for f in copied))
     table = Table(title=f"projectors on N processes: {events}{partitions} partitions, "
                         f"{cores} cores",
@@ -198,8 +203,6 @@ def fill(settings: Settings, events: int, seed: int) -> tuple[int, DataSet]:
 
 def copy_round(settings: Settings, data: DataSet) -> float:
     """Seconds of one COPY of the data set's final rows into a fresh memories table."""
-    from .projections_bench import copy_memory_rows
-
     schema = f"{settings.db_schema}_copy"
     migrate.upgrade(settings, schema=schema)
     with connect_pg(database_url(settings)) as conn:
@@ -255,11 +258,7 @@ class _Projectors:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the processes have used so far."""
-        ticks = 0
-        for proc in self.procs:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(cpu_ticks(proc.pid) for proc in self.procs) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
