@@ -52,8 +52,6 @@ from ledger.errors import HistoryGap
 import logging
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from itertools import islice
 from typing import Any
 
@@ -62,26 +60,24 @@ import psycopg
 from psycopg.rows import tuple_row
 from pydantic import ValidationError
 
+from .archive_coverage import MAX_POSITION as _MAX
+from .archive_coverage import Coverage, coverage, known_gaps, newest_archived
 from .archive_months import ensure_months
 from .codec import decode_entry, from_dict
 from .connections import REDIS_TRANSIENT, node_client
-from .errors import EventError, LedgerError, StoreUnavailable
-from .events import Event, Position, RecordedEvent, stream_id_key
+from .errors import EventError, StoreUnavailable
+from .events import Position, RecordedEvent, stream_id_key
 from .log import RedisEventLog
 from .partitions import Keys
 from .postgres import connect, translated
 from .settings import Settings
 
-__all__ = ["COLUMNS", "Coverage", "HistoryGap", "agent_history", "archive_count", "archive_estimate", "copy_rows",
-           "coverage", "event_at", "event_by_id", "find_event", "insert", "known_gaps",
-           "later_of_subject", "newest_archived",
-           "read_archive", "read_from", "stream_range", "subject_history", "trimmed_key", "trimmed_through"]
+__all__ = ["COLUMNS", "Coverage", "HistoryGap", "archive_count", "archive_estimate", "copy_rows", "coverage",
+           "decode_row", "event_at", "insert", "known_gaps", "later_of_subject", "newest_archived", "read_archive",
+           "read_from", "stream_range", "trimmed_key", "trimmed_through"]
 
 log_ = logging.getLogger("memledger.archive")
 PAGE = 5000
-#: Stream entries past the archive's newest row that `coverage` reads to count them; a longer
-#: tail (the archive projector far behind) leaves the part the stream holds unchecked.
-TAIL_LIMIT = 10_000
 EXACT_BELOW = 200_000  # archive rows up to which estimates are exact counts
 # The plain bounds on stream_ms repeat the row comparison's: the planner prunes months by them
 # (it does not by a row comparison).
@@ -91,28 +87,6 @@ FROM event_archive WHERE partition = %(p)s AND (stream_ms, stream_seq) > (%(a_ms
 """
 _SELECT = ("SELECT stream_ms, stream_seq, subject_version, schema_version, body::text"
            + _RANGE + "ORDER BY stream_ms, stream_seq")
-_MAX = (2**63 - 1, 2**31 - 1)  # beyond any stream id the archive can hold
-_NEWEST = ("SELECT stream_ms, stream_seq FROM event_archive WHERE partition = %s"
-           " ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1")
-# The archive's dead letters whose event it does not hold (a letter re-driven, or resolved by a
-# rebuild of the archive, has its row): positions an older archive projector skipped.
-_GAPS = """
-SELECT DISTINCT split_part(stream_id, '-', 1)::bigint AS ms, split_part(stream_id, '-', 2)::bigint AS seq
-FROM dead_letters d WHERE projection = 'archive' AND partition = %(p)s AND NOT EXISTS (
-  SELECT 1 FROM event_archive a WHERE a.partition = d.partition
-   AND a.stream_ms = split_part(d.stream_id, '-', 1)::bigint AND a.stream_seq = split_part(d.stream_id, '-', 2)::bigint)
-"""
-# Rows and known gaps up to the archive's newest row, below the stream's first entry and from
-# it on; one statement, so one snapshot (a re-drive moves a letter into a row atomically).
-_HELD = f"""
-WITH gaps AS ({_GAPS}), held AS (
-  SELECT stream_ms AS ms, stream_seq AS seq FROM event_archive
-  WHERE partition = %(p)s AND (stream_ms, stream_seq) <= (%(n_ms)s, %(n_seq)s)
-  UNION ALL SELECT ms, seq FROM gaps WHERE (ms, seq) <= (%(n_ms)s, %(n_seq)s))
-SELECT count(*) FILTER (WHERE (ms, seq) < (%(f_ms)s, %(f_seq)s)),
-       count(*) FILTER (WHERE (ms, seq) >= (%(f_ms)s, %(f_seq)s))
-FROM held
-"""
 
 
 def trimmed_key(keys: Keys, partition: int) -> str:
@@ -178,81 +152,6 @@ def copy_rows(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> N
                 copy.write_row(row)
 
 
-# -- what the archive lacks ------------------------------------------------------------
-
-
-def newest_archived(conn: psycopg.Connection[Any], partition: int) -> str | None:
-    """The position of the archive's newest event of `partition`; None while it holds none."""
-    row = conn.execute(_NEWEST, (partition,)).fetchone()
-    return None if row is None else f"{row[0]}-{row[1]}"
-
-
-def known_gaps(conn: psycopg.Connection[Any], partition: int) -> list[str]:
-    """Positions of `partition` the archive dead-lettered and does not hold, oldest first."""
-    return [f"{ms}-{seq}" for ms, seq in sorted(conn.execute(_GAPS, {"p": partition}).fetchall())]
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """What the archive of one partition lacks, counted against the stream (module docstring)."""
-
-    partition: int
-    newest: str | None  # the archive's newest row
-    first: str | None  # the stream's first entry: every entry below it was removed (None: no stream)
-    lost: int | None  # events below `first` that the archive neither holds nor knows as dead letters
-    unarchived: int | None  # events from `first` to `newest` the stream holds and the archive lacks (letters aside)
-    # (None: not counted: no entries-added before Redis 7, or entries deleted one by one; a
-    # tail past `newest` longer than TAIL_LIMIT)
-
-
-@dataclass(frozen=True)
-class _Counters:
-    added: int | None  # entries the stream ever had; None if unknown (Redis 6.2) or some were XDELed
-    length: int
-    first: str
-    tail: int | None  # entries after the archive's newest row; None past TAIL_LIMIT
-
-
-def coverage(conn: psycopg.Connection[Any], log: RedisEventLog, partition: int) -> Coverage:
-    """Count what the archive of `partition` lacks (one index-only count, skipped when there is
-    nothing to compare: the stream holds nothing at or below the archive's newest row and never
-    lost an entry)."""
-    newest = newest_archived(conn, partition)
-    c = None if newest is None else _counters(log, partition, newest)
-    if newest is None or c is None:
-        return Coverage(partition, newest, None, None, None)
-    removed = None if c.added is None else c.added - c.length
-    stream_held = None if c.tail is None else c.length - c.tail
-    if not removed and not stream_held:
-        return Coverage(partition, newest, c.first, removed, stream_held)
-    (f_ms, f_seq), (n_ms, n_seq) = stream_id_key(c.first), stream_id_key(newest)
-    args = dict(p=partition, f_ms=f_ms, f_seq=min(f_seq, _MAX[1]), n_ms=n_ms, n_seq=n_seq)
-    held_low, held_high = conn.execute(_HELD, args).fetchone() or (0, 0)
-    return Coverage(partition, newest, c.first, None if removed is None else max(0, removed - held_low),
-                    None if stream_held is None else max(0, stream_held - held_high))
-
-
-def _counters(log: RedisEventLog, partition: int, newest: str) -> _Counters | None:
-    """The stream's counters and its tail past `newest`, in one MULTI (so appends in between
-    change both alike; a trim changes neither); None if there is no stream."""
-    key = log.keys.stream(partition)
-    try:
-        with node_client(log.client, key).pipeline(transaction=True) as pipe:
-            pipe.xinfo_stream(key)
-            pipe.xrange(key, f"({newest}", "+", count=TAIL_LIMIT + 1)
-            info, tail = pipe.execute(raise_on_error=False)
-    except REDIS_TRANSIENT as e:
-        raise StoreUnavailable(f"Redis is unreachable: {e}") from e
-    if isinstance(info, Exception) or not info.get("length") or not info.get("first-entry"):
-        return None
-    deleted = info.get("max-deleted-entry-id")
-    added = info.get("entries-added") if deleted in (None, b"0-0", "0-0") else None
-    first = info["first-entry"][0]
-    return _Counters(None if added is None else int(added), int(info["length"]),
-                     first.decode() if isinstance(first, bytes) else str(first),
-                     None if isinstance(tail, Exception) or len(tail) > TAIL_LIMIT else len(tail))
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -296,11 +195,13 @@ def read_archive(conn: psycopg.Connection[Any], partition: int, after: str = "0-
         cur.itersize = page
         cur.execute(_SELECT, _range_args(partition, after, until))
         while rows := cur.fetchmany(page):
-            yield from (_decode_row(partition, *row) for row in rows)
+            yield from (decode_row(partition, *row) for row in rows)
 
 
-def _decode_row(partition: int, ms: int, seq: int, subject_version: int, schema_version: int,
-                body: str) -> RecordedEvent:
+def decode_row(partition: int, ms: int, seq: int, subject_version: int, schema_version: int,
+               body: str) -> RecordedEvent:
+    """One archive row (position, versions, body) as the event it holds, upcast; EventError
+    naming its position if the body cannot be decoded."""
     sid = f"{ms}-{seq}"
     try:
         event = from_dict(orjson.loads(body), subject_version)
@@ -473,7 +374,7 @@ def event_at(conn: psycopg.Connection[Any], log: RedisEventLog, partition: int, 
                        " WHERE partition = %s AND stream_ms = %s AND stream_seq = %s",
                        (partition, ms, min(seq, _MAX[1]))).fetchone()
     if row is not None:
-        return _decode_row(partition, *row)
+        return decode_row(partition, *row)
     entries = stream_range(log, partition, stream_id, stream_id, 1)
     return decode_entry(partition, stream_id, entries[0][1]) if entries else None
 
@@ -486,50 +387,6 @@ def stream_range(log: RedisEventLog, partition: int, start: str, end: str,
     except REDIS_TRANSIENT as e:
         raise StoreUnavailable(f"Redis is unreachable: {e}") from e
     return [(sid.decode() if isinstance(sid, bytes) else str(sid), fields) for sid, fields in reply or []]
-
-
-# -- look-ups: history for queries, single events for workers and re-drives --------------------
-
-_HISTORY = ("SELECT partition, stream_ms, stream_seq, subject_version, schema_version, body::text FROM event_archive"
-            " WHERE {} ORDER BY partition, stream_ms, stream_seq")
-
-
-def _history(conn: psycopg.Connection[Any], where: str, args: tuple[Any, ...]) -> list[RecordedEvent]:
-    with conn.cursor(row_factory=tuple_row) as cur:  # whatever the connection's row factory
-        rows = cur.execute(_HISTORY.format(where), args).fetchall()
-    return [_decode_row(*row) for row in rows]
-
-
-def subject_history(conn: psycopg.Connection[Any], org_id: str, subject_id: str) -> list[RecordedEvent]:
-    """Every archived event of one memory (or session) of an org, oldest first, upcast."""
-    return _history(conn, "org_id = %s AND subject_id = %s", (org_id, subject_id))
-
-
-def agent_history(conn: psycopg.Connection[Any], org_id: str, agent_id: str, until: datetime) -> list[RecordedEvent]:
-    """The archived events of one agent that occurred at or before `until`, in position order, upcast."""
-    return _history(conn, "org_id = %s AND agent_id = %s AND occurred_at <= %s", (org_id, agent_id, until))
-
-
-def event_by_id(conn: psycopg.Connection[Any], event_id: str, org_id: str, agent_id: str) -> Event | None:
-    """Event `event_id` if the archive holds it as one of `org_id`/`agent_id`'s: another org's
-    (or agent's) event reads as missing."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute("SELECT subject_version, body::text FROM event_archive"
-                          " WHERE event_id = %s AND org_id = %s AND agent_id = %s",
-                          (event_id, org_id, agent_id)).fetchone()
-    return None if row is None else from_dict(orjson.loads(row[1]), int(row[0]))
-
-
-def find_event(conn: psycopg.Connection[Any], org_id: str, agent_id: str, subject_id: str,
-               event_type: str) -> tuple[str, str] | None:
-    """(event id, stream id) of the first archived `event_type` event of a subject; None while
-    the archive does not hold one (the archive projector may be behind)."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(
-            "SELECT event_id, stream_ms, stream_seq FROM event_archive WHERE org_id = %s AND agent_id = %s"
-            " AND subject_id = %s AND type = %s ORDER BY partition, stream_ms, stream_seq LIMIT 1",
-            (org_id, agent_id, subject_id, event_type)).fetchone()
-    return None if row is None else (str(row[0]), f"{row[1]}-{row[2]}")
 
 
 def later_of_subject(conn: psycopg.Connection[Any], partition: int, org_id: str, subject_id: str, after: str,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from commands.bus import CommandBus
 from commands.models import IngestSession, RetrySession
-from ledger.archive import find_event
+from ledger.archive_lookups import find_event
 from ledger.errors import InvalidCommand, LedgerError
 from ledger.eventlog import Receipt
 from ledger.events import stream_id_key

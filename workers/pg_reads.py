@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from ledger import events as ev
-from ledger.archive import event_by_id
+from ledger.archive_lookups import event_by_id
 from ledger.errors import StoreUnavailable
 from ledger.postgres import connect, translated
 from ledger.settings import Settings

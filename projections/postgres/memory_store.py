@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from ledger import archive
+from ledger import archive_lookups
 from ledger.errors import InvalidQuery, NotFound
 from ledger.eventlog import Receipt
 from ledger.postgres import connect, query_errors, translated
@@ -69,14 +69,14 @@ class MemoryStore:
         """Every archived event of one memory, oldest first."""
         check_ids(org_id=org_id, memory_id=memory_id)
         with query_errors():
-            return history_entries(archive.subject_history(self.conn, org_id, memory_id))
+            return history_entries(archive_lookups.subject_history(self.conn, org_id, memory_id))
 
     def as_of(self, org_id: str, agent_id: str, at: datetime, q: MemoryQuery | None = None) -> list[Row]:
         """The agent's memories at `at` (naive: UTC), not past their expiry then."""
         check_ids(org_id=org_id, agent_id=agent_id)
         at = check_time("at", at)
         with query_errors():
-            return fold_as_of(archive.agent_history(self.conn, org_id, agent_id, at), at, q)
+            return fold_as_of(archive_lookups.agent_history(self.conn, org_id, agent_id, at), at, q)
 
     def agent_stats(self, org_id: str) -> list[Row]:
         """Per-agent counters; a memory past its expiry counts as expired, even before its event arrives."""
