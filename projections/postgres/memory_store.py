@@ -36,7 +36,8 @@ class MemoryStore:
     """
 
     def __init__(self, conninfo: str, schema: str, clock: Clock = utc_now):
-        self.conn = connect(conninfo, schema, autocommit=True)  # raises StoreUnavailable if unreachable
+        # raises StoreUnavailable if unreachable; planned per query (ledger.postgres.QUERY_PLANNING)
+        self.conn = connect(conninfo, schema, autocommit=True, queries=True)
         self.conn.row_factory = dict_row
         self.clock = clock
 

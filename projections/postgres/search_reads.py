@@ -44,7 +44,8 @@ class SearchStore:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.conn = connect(read_database_url(settings), settings.db_schema, autocommit=True)  # a replica, if set
+        # a replica, if set; planned per query (ledger.postgres.QUERY_PLANNING)
+        self.conn = connect(read_database_url(settings), settings.db_schema, autocommit=True, queries=True)
 
     def close(self) -> None:
         self.conn.close()

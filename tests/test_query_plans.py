@@ -1,0 +1,81 @@
+"""What PostgreSQL does for the analysts' queries: a query naming an agent walks that agent's
+rows in the order asked and stops at its limit, instead of intersecting bitmaps of indexes that
+hold every org's rows (whose cost grows with the table, not the answer; docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ledger import Settings
+from ledger.connections import database_url
+from ledger.postgres import connect
+from memledger.bench.projections_bench import fill_memories
+from projections import MemoryQuery
+from projections.postgres import migrate
+from projections.postgres.memory_store import MemoryStore
+from projections.postgres.search_reads import SearchStore
+
+ROWS = 50_000
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[MemoryStore]:
+    migrate.upgrade(settings)
+    with connect(settings, autocommit=True) as conn:
+        fill_memories(conn, settings.db_schema, ROWS)
+    store = MemoryStore(database_url(settings), settings.db_schema)
+    yield store
+    store.close()
+
+
+def plan(store: MemoryStore, q: MemoryQuery) -> dict[str, Any]:
+    statement, args = q.sql(store.clock())
+    [row] = store.conn.execute("EXPLAIN (FORMAT JSON) " + statement, args).fetchall()
+    return next(iter(row.values()))[0]["Plan"]
+
+
+def scans(node: dict[str, Any]) -> list[tuple[str, str | None]]:
+    found = [(node["Node Type"], node.get("Index Name"))] if "Scan" in node["Node Type"] else []
+    return found + [s for child in node.get("Plans", []) for s in scans(child)]
+
+
+@pytest.mark.parametrize("q, index", [
+    (MemoryQuery("org1", agent_id="agent3", tags=("billing",), min_importance=0.5, order="importance"),
+     "memories_agent_importance"),
+    (MemoryQuery("org1", agent_id="agent3", tags=("billing",), order="recent"), "memories_agent_recent"),
+    (MemoryQuery("org1", agent_id="agent3", text="tea", order="recent"), "memories_agent_recent"),
+], ids=["tag-by-importance", "tag-by-recency", "word-by-recency"])
+def test_a_query_for_one_agent_walks_its_rows_in_order(store: MemoryStore, q: MemoryQuery, index: str) -> None:
+    # Then the plan walks that agent's index in the order asked, and nothing else
+    assert scans(plan(store, q)) == [("Index Scan", index)]
+    # And the answer is the one the filters define
+    rows = store.query(q).rows
+    assert len(rows) == 20 and all(r["org_id"] == "org1" and r["agent_id"] == "agent3" for r in rows)
+    assert all(set(q.tags) <= set(r["tags"]) and (q.text or "") in r["content"] for r in rows)
+
+
+def test_a_query_run_many_times_is_planned_with_its_own_values_every_time(settings: Settings,
+                                                                          store: MemoryStore) -> None:
+    # Given one query shape run 12 times with other values (psycopg prepares it after 5; PostgreSQL
+    # would then switch to one generic plan, chosen without knowing how rare a value is)
+    for i in range(12):
+        store.query(MemoryQuery(f"org{i % 4}", agent_id=f"agent{i % 6}", tags=(("billing", "work")[i % 2],),
+                                min_importance=0.5, text=("tea", "billing")[i % 3 // 2], order="recent"))
+    # Then it was prepared, and every execution got a plan of its own values
+    prepared = store.conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                                  " WHERE statement LIKE '%FROM memories%'").fetchall()
+    assert prepared and all(p["generic_plans"] == 0 and p["custom_plans"] >= 7 for p in prepared)
+    # And so does every connection that answers queries (the search read model's too)
+    search = SearchStore(settings)
+    try:
+        for conn in (store.conn, search.conn):
+            assert conn.execute("SHOW plan_cache_mode").fetchone() in ({"plan_cache_mode": "force_custom_plan"},
+                                                                     ("force_custom_plan",))
+            # (4.0, PostgreSQL's default, models spinning disks: at 1M memories it chose bitmaps over
+            # every org's rows where a walk of one agent's rows in order reads a tenth of the pages)
+            assert conn.execute("SHOW random_page_cost").fetchone() in ({"random_page_cost": "1.1"}, ("1.1",))
+    finally:
+        search.close()
