@@ -48,3 +48,9 @@ def test_query_latency_is_measured_per_table_size(settings: Settings, tmp_path: 
     assert all(0 < q.p50_ms <= q.p99_ms for q in queries)
     assert as_json([], queries)["query"][1]["rows"] == 2000
     assert "uncached query p50" in text_chart([], queries)
+    # And the pages each query read, as PostgreSQL counted them: some, and more for the larger table's
+    # rarest filters (a query that finds fewer than its limit reads every candidate row)
+    assert all(0 < q.pages_p50 <= q.pages_p99 for q in queries)
+    assert queries[1].pages_p99 > queries[0].pages_p99
+    assert as_json([], queries)["query"][1]["pages_p99"] == queries[1].pages_p99
+    assert "pages read per query" in text_chart([], queries)

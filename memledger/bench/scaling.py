@@ -8,7 +8,9 @@ beside it. Rebuild time should grow linearly with history size and peak memory n
 
 Each table size gets a fresh memories table filled set-based (`projections_bench.fill_memories`)
 and the bench's query workload run uncached against it (`MemoryStore.query`): the median
-latency should stay flat as the table grows.
+latency should stay flat as the table grows. Beside the times, the pages (8 kB buffers) each
+query reads, from PostgreSQL's own count (EXPLAIN ANALYZE, BUFFERS): the work a query does
+whatever the machine, and whether the answer comes from memory or the disk.
 
 The chart: in the terminal as text (`text_chart`), and as a PNG when matplotlib is installed.
 """
@@ -21,12 +23,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger import Settings
 
 from .projections_bench import fill_memories, query_workload
 from .rebuild_bench import Figures, measure, namespace
+
+if TYPE_CHECKING:
+    from projections import MemoryQuery
+    from projections.postgres.memory_store import MemoryStore
 
 __all__ = ["LARGE_QUERY_SIZES", "LARGE_SIZES", "QUERY_SIZES", "SIZES", "QueryFigures", "as_json", "chart",
            "measure_queries", "run_query_scaling", "run_scaling", "text_chart"]
@@ -43,6 +49,8 @@ class QueryFigures:
     rows: int
     p50_ms: float  # median over rounds of each round's p50
     p99_ms: float
+    pages_p50: int = 0  # buffers read per query (shared hit + read), one pass
+    pages_p99: int = 0
 
 
 def run_scaling(settings: Settings, sizes: Sequence[int], workers: int = 0,
@@ -85,9 +93,19 @@ def measure_queries(settings: Settings, rows: int, rounds: int = QUERY_ROUNDS, s
                 took.sort()
                 p50s.append(took[len(took) // 2])
                 p99s.append(took[min(len(took) - 1, int(len(took) * 0.99))])
+            pages = sorted(pages_read(store, q) for q in queries)
         finally:
             store.close()
-    return QueryFigures(rows, statistics.median(p50s), statistics.median(p99s))
+    return QueryFigures(rows, statistics.median(p50s), statistics.median(p99s),
+                        pages[len(pages) // 2], pages[min(len(pages) - 1, int(len(pages) * 0.99))])
+
+
+def pages_read(store: MemoryStore, q: MemoryQuery) -> int:
+    """The buffers (8 kB pages) one query reads, as PostgreSQL counts them (it runs the query)."""
+    statement, args = q.sql(store.clock())
+    [row] = store.conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, args).fetchall()
+    plan = next(iter(row.values()))[0]["Plan"]
+    return int(plan.get("Shared Hit Blocks", 0)) + int(plan.get("Shared Read Blocks", 0))
 
 
 def run_query_scaling(settings: Settings, sizes: Sequence[int], progress: Callable[[int], None] | None = None,
@@ -109,7 +127,8 @@ def as_json(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) ->
                      "python_cpu_s": f.python_cpu_s, "postgres_cpu_s": f.postgres_cpu_s,
                      "cpu_ceiling": f.cpu_ceiling, "limit_s": f.limit_s, "vs_limit": f.vs_limit,
                      "peak_rss_mb": f.peak_rss_mb, "workers": f.workers} for f in figures],
-        "query": [{"rows": q.rows, "p50_ms": q.p50_ms, "p99_ms": q.p99_ms} for q in queries],
+        "query": [{"rows": q.rows, "p50_ms": q.p50_ms, "p99_ms": q.p99_ms, "pages_p50": q.pages_p50,
+                   "pages_p99": q.pages_p99} for q in queries],
     }
 
 
@@ -136,6 +155,9 @@ def text_chart(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ())
     if queries:
         lines += _bars("uncached query p50 against table size (flat is ideal)",
                        [(q.rows, q.p50_ms) for q in queries], "ms")
+        lines += _bars("uncached query p99 against table size", [(q.rows, q.p99_ms) for q in queries], "ms")
+        lines += [f"  {q.rows:>10,}   pages read per query: p50 {q.pages_p50:,}, p99 {q.pages_p99:,}"
+                  for q in queries]
     return "\n".join(lines)
 
 

@@ -228,7 +228,8 @@ def bench_scaling(
                       f"limit's rate), peak RSS {f.peak_rss_mb:.0f} MB")
 
     def queried(q: QueryFigures) -> None:
-        out.print(f"         {q.rows:,} rows: p50 {q.p50_ms:.2f} ms, p99 {q.p99_ms:.2f} ms")
+        out.print(f"         {q.rows:,} rows: p50 {q.p50_ms:.2f} ms, p99 {q.p99_ms:.2f} ms; pages read per query "
+                  f"p50 {q.pages_p50:,}, p99 {q.pages_p99:,}")
 
     with sigterm_interrupts():
         queries = run_query_scaling(settings(), query_sizes, step("querying a table of"), queried)
