@@ -18,8 +18,19 @@ schema = config.get_main_option("memledger.schema")
 _MONTH = re.compile(r"event_archive_y\d{4}m\d{2}")
 
 
+# Indexes on an expression with a collation (0007): Alembic reflects them without it and would
+# report drift on every check. tests/test_query_plans.py checks what they serve.
+_EXPRESSION_INDEXES = {"memories_agent_recent", "memories_agent_importance"}
+
+
+def _include_object(item: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    return not (type_ == "index" and name in _EXPRESSION_INDEXES)
+
+
 def _include(name: str | None, type_: str, parent_names: object) -> bool:
     # The version table shares the schema; it is Alembic's, not a model's.
+    if type_ == "index":
+        return name not in _EXPRESSION_INDEXES
     return not (type_ == "table" and (name == "alembic_version" or _MONTH.fullmatch(name or "")))
 
 
@@ -31,7 +42,7 @@ def run_migrations_online() -> None:
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         connection.commit()
         context.configure(connection=connection, target_metadata=metadata, version_table_schema=schema,
-                          include_name=_include)
+                          include_name=_include, include_object=_include_object)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -148,7 +148,9 @@ class MemoryQuery:
         where: list[str] = ["org_id = %s", LIVE]
         args: list[Any] = [self.org_id, now]
         optional: list[tuple[bool, str, Any]] = [
-            (self.agent_id is not None, "agent_id = %s", self.agent_id),
+            # COLLATE "C": what the per-agent indexes are built on (migration 0007), so that
+            # they serve these queries and never the projector's look-ups by key.
+            (self.agent_id is not None, 'agent_id COLLATE "C" = %s', self.agent_id),
             (bool(self.tags), "tags && %s" if self.match == "any" else "tags @> %s", list(self.tags)),
             (self.min_importance is not None, "importance >= %s", self.min_importance),
             (self.since is not None, "updated_at >= %s", self.since),

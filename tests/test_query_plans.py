@@ -79,3 +79,23 @@ def test_a_query_run_many_times_is_planned_with_its_own_values_every_time(settin
             assert conn.execute("SHOW random_page_cost").fetchone() in ({"random_page_cost": "1.1"}, ("1.1",))
     finally:
         search.close()
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+def test_the_projectors_look_ups_by_key_use_the_key_on_a_table_never_analyzed(settings: Settings,
+                                                                             plan_cache_mode: str) -> None:
+    # Given a new namespace's memories table, filled faster than autovacuum analyzes it
+    migrate.upgrade(settings)
+    with connect(settings, autocommit=True) as conn:
+        conn.execute("INSERT INTO memories (org_id, agent_id, memory_id, content, memory_type, tags, importance,"
+                     " metadata, created_at, updated_at, version, recall_count)"
+                     " SELECT 'org' || g % 4, 'agent' || g % 6, 'm' || g, 'note', 'note', '{}', 0.5, '{}', now(),"
+                     " now(), 1, 0 FROM generate_series(1, 5000) AS g")
+        # When the memories projection looks rows up by key (as prepared statements are planned, too)
+        conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+        conn.execute("PREPARE look_up(text[], text[], text[]) AS SELECT * FROM memories"
+                     " WHERE (org_id, agent_id, memory_id) IN (SELECT * FROM unnest($1, $2, $3))")
+        [row] = conn.execute("EXPLAIN (FORMAT JSON) EXECUTE look_up('{org1}', '{agent1}', '{m1}')").fetchall()
+    # Then the primary key finds them (an index of the analysts' per-agent orders would read every
+    # row of the agent for each)
+    assert [index for _, index in scans(row[0][0]["Plan"]) if index] == ["memories_pkey"]
