@@ -29,8 +29,6 @@ def _include_object(item: object, name: str | None, type_: str, reflected: bool,
 
 def _include(name: str | None, type_: str, parent_names: object) -> bool:
     # The version table shares the schema; it is Alembic's, not a model's.
-    if type_ == "index":
-        return name not in _EXPRESSION_INDEXES
     return not (type_ == "table" and (name == "alembic_version" or _MONTH.fullmatch(name or "")))
 
 
