@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from alembic import context
-from sqlalchemy import create_engine, text
+from sqlalchemy import Column, create_engine, text
 
 from projections.postgres.schema import metadata
 
@@ -18,9 +18,10 @@ schema = config.get_main_option("memledger.schema")
 _MONTH = re.compile(r"event_archive_y\d{4}m\d{2}")
 
 
-# Indexes on an expression with a collation (0007): Alembic reflects them without it and would
-# report drift on every check. tests/test_query_plans.py checks what they serve.
-_EXPRESSION_INDEXES = {"memories_agent_recent", "memories_agent_importance"}
+# Indexes on an expression (0007's, with a collation): Alembic reflects them without it and
+# would report drift on every check. tests/test_query_plans.py checks what they serve.
+_EXPRESSION_INDEXES = {index.name for table in metadata.tables.values() for index in table.indexes
+                       if any(not isinstance(e, Column) for e in index.expressions)}
 
 
 def _include_object(item: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:

@@ -13,6 +13,7 @@ from ledger import Settings
 from ledger.connections import database_url
 from ledger.postgres import connect
 from memledger.bench.projections_bench import fill_memories
+from memledger.bench.scaling import query_plan
 from projections import MemoryQuery
 from projections.postgres import migrate
 from projections.postgres.memory_store import MemoryStore
@@ -31,12 +32,6 @@ def store(settings: Settings) -> Iterator[MemoryStore]:
     store.close()
 
 
-def plan(store: MemoryStore, q: MemoryQuery) -> dict[str, Any]:
-    statement, args = q.sql(store.clock())
-    [row] = store.conn.execute("EXPLAIN (FORMAT JSON) " + statement, args).fetchall()
-    return next(iter(row.values()))[0]["Plan"]
-
-
 def scans(node: dict[str, Any]) -> list[tuple[str, str | None]]:
     found = [(node["Node Type"], node.get("Index Name"))] if "Scan" in node["Node Type"] else []
     return found + [s for child in node.get("Plans", []) for s in scans(child)]
@@ -50,7 +45,7 @@ def scans(node: dict[str, Any]) -> list[tuple[str, str | None]]:
 ], ids=["tag-by-importance", "tag-by-recency", "word-by-recency"])
 def test_a_query_for_one_agent_walks_its_rows_in_order(store: MemoryStore, q: MemoryQuery, index: str) -> None:
     # Then the plan walks that agent's index in the order asked, and nothing else
-    assert scans(plan(store, q)) == [("Index Scan", index)]
+    assert scans(query_plan(store, q)) == [("Index Scan", index)]
     # And the answer is the one the filters define
     rows = store.query(q).rows
     assert len(rows) == 20 and all(r["org_id"] == "org1" and r["agent_id"] == "agent3" for r in rows)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from projections.postgres.memory_store import MemoryStore
 
 __all__ = ["LARGE_QUERY_SIZES", "LARGE_SIZES", "QUERY_SIZES", "SIZES", "QueryFigures", "as_json", "chart",
-           "measure_queries", "run_query_scaling", "run_scaling", "text_chart"]
+           "measure_queries", "query_plan", "run_query_scaling", "run_scaling", "text_chart"]
 
 SIZES = (10_000, 100_000)
 LARGE_SIZES = (100_000, 300_000, 1_000_000)
@@ -100,11 +100,19 @@ def measure_queries(settings: Settings, rows: int, rounds: int = QUERY_ROUNDS, s
                         pages[len(pages) // 2], pages[min(len(pages) - 1, int(len(pages) * 0.99))])
 
 
+def query_plan(store: MemoryStore, q: MemoryQuery, run: bool = False) -> dict[str, Any]:
+    """PostgreSQL's plan of one query on the store's connection (its top node, EXPLAIN's JSON);
+    with `run`, the query runs and the plan carries what it did (ANALYZE, BUFFERS)."""
+    statement, args = q.sql(store.clock())
+    explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " if run else "EXPLAIN (FORMAT JSON) "
+    [row] = store.conn.execute(explain + statement, args).fetchall()
+    plan: dict[str, Any] = next(iter(row.values()))[0]["Plan"]
+    return plan
+
+
 def pages_read(store: MemoryStore, q: MemoryQuery) -> int:
     """The buffers (8 kB pages) one query reads, as PostgreSQL counts them (it runs the query)."""
-    statement, args = q.sql(store.clock())
-    [row] = store.conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, args).fetchall()
-    plan = next(iter(row.values()))[0]["Plan"]
+    plan = query_plan(store, q, run=True)
     return int(plan.get("Shared Hit Blocks", 0)) + int(plan.get("Shared Read Blocks", 0))
 
 
