@@ -51,7 +51,11 @@ __all__ = ["BATCH", "PARALLEL_ABOVE", "PartitionPlan", "Progress", "ReadAhead", 
            "Replayer", "auto_workers", "estimate_events", "fewer_collections", "parse_bound", "plan_rebuild", "rebuild",
            "refuse_trimmed"]
 
-BATCH = 20_000  # events per transaction: large batches fold repeated changes of a row into one write
+# Events per transaction. A lane holds three chunks at most (one applied, one read ahead, one
+# being read), so this bounds the rebuild's memory whatever the history's size: 5,000 gave a
+# peak RSS of 221 / 238 MB at 100k / 300k events where 20,000 (and two chunks read ahead)
+# gave 389 / 618 MB, at the same speed (docs/benchmarks.md, "Issue 18, night of 2026-12-04").
+BATCH = 5_000
 CATCH_UP_ROUNDS = 10
 CATCH_UP_LEFT = 2000  # swap once a catch-up round had no more than this to apply
 MAX_SEQ = 2**64 - 1
@@ -209,7 +213,8 @@ class Replayer:
                 except IndexError:
                     return
 
-        reader: ReadAhead[tuple[int, list[RecordedEvent]]] = ReadAhead(lambda: self._chunks(taken()))
+        # One chunk ahead is enough to overlap reading with applying; more only holds memory.
+        reader: ReadAhead[tuple[int, list[RecordedEvent]]] = ReadAhead(lambda: self._chunks(taken()), depth=1)
         with reader as chunks:
             for partition, chunk in chunks:
                 if stop.is_set():
