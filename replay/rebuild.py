@@ -52,10 +52,12 @@ __all__ = ["BATCH", "PARALLEL_ABOVE", "PartitionPlan", "Progress", "ReadAhead", 
            "refuse_trimmed"]
 
 # Events per transaction. A lane holds three chunks at most (one applied, one read ahead, one
-# being read), so this bounds the rebuild's memory whatever the history's size: 5,000 gave a
-# peak RSS of 221 / 238 MB at 100k / 300k events where 20,000 (and two chunks read ahead)
-# gave 389 / 618 MB, at the same speed (docs/benchmarks.md, "Issue 18, night of 2026-12-04").
-BATCH = 5_000
+# being read), so this bounds a rebuild process's memory whatever the history's size. With two
+# lanes, 10,000 gave a peak RSS of 229-231 MB at 300k and 1M events where 20,000 and two
+# chunks read ahead gave 408-455 MB, at 2-4% more time; 5,000 gave 156-161 MB but cost 8-17%
+# (smaller batches fold fewer repeated changes of a row): docs/benchmarks.md, "Issue 18,
+# night of 2026-12-04".
+BATCH = 10_000
 CATCH_UP_ROUNDS = 10
 CATCH_UP_LEFT = 2000  # swap once a catch-up round had no more than this to apply
 MAX_SEQ = 2**64 - 1
