@@ -25,7 +25,7 @@ metadata = MetaData()
 TS = DateTime(timezone=True)
 # GIN indexes that projectors write a row at a time: a query reads the whole pending list of
 # new entries, so keep it small (kB; migration 0008 says why and what it measured).
-GIN_WRITTEN_ROW_BY_ROW = {"gin_pending_list_limit": 64}
+GIN_WRITTEN_ROW_BY_ROW = {"gin_pending_list_limit": 256}
 
 projection_checkpoints = Table(
     "projection_checkpoints", metadata,
@@ -105,7 +105,7 @@ memories = Table(
     Index("memories_agent_recent", "org_id", text('(agent_id COLLATE "C")'), "updated_at"),
     Index("memories_agent_importance", "org_id", text('(agent_id COLLATE "C")'), "importance"),
     Index("memories_session", "org_id", "session_id"),
-    # A pending list of 64 kB, not 4 MB: every query using a GIN index reads all of it (0008).
+    # A pending list of 256 kB, not 4 MB: every query using a GIN index reads all of it (0008).
     Index("memories_tags", "tags", postgresql_using="gin", postgresql_with=GIN_WRITTEN_ROW_BY_ROW),
     Index("memories_search", "search", postgresql_using="gin", postgresql_with=GIN_WRITTEN_ROW_BY_ROW),
 )
