@@ -13,7 +13,7 @@ from ledger import Settings
 from ledger.connections import database_url
 from ledger.postgres import connect
 from memledger.bench.projections_bench import fill_memories
-from memledger.bench.scaling import query_plan
+from memledger.bench.scaling import pages_read, query_plan
 from projections import MemoryQuery
 from projections.postgres import migrate
 from projections.postgres.memory_store import MemoryStore
@@ -50,6 +50,24 @@ def test_a_query_for_one_agent_walks_its_rows_in_order(store: MemoryStore, q: Me
     rows = store.query(q).rows
     assert len(rows) == 20 and all(r["org_id"] == "org1" and r["agent_id"] == "agent3" for r in rows)
     assert all(set(q.tags) <= set(r["tags"]) and (q.text or "") in r["content"] for r in rows)
+
+
+@pytest.mark.parametrize("agent", [None, "agent3"], ids=["org", "agent"])
+def test_a_query_by_importance_stops_at_its_limit_when_importances_are_few(store: MemoryStore,
+                                                                          agent: str | None) -> None:
+    # Given memories with three importances, as agents write them (0.5, 0.8, 1.0): each value is
+    # shared by a third of an org's rows
+    store.conn.execute("UPDATE memories SET importance = (ARRAY[0.5, 0.8, 1.0])[1 + (hashtext(memory_id) & 65535) % 3]")
+    store.conn.execute("ANALYZE memories")
+    # When an org's or an agent's 20 most important memories are asked for, newest first among equals
+    q = MemoryQuery("org1", agent_id=agent, order="importance")
+    rows = store.query(q).rows
+    # Then the answer is the newest of the highest importance
+    assert [r["importance"] for r in rows] == [1.0] * 20
+    assert [r["updated_at"] for r in rows] == sorted((r["updated_at"] for r in rows), reverse=True)
+    # And it read about a page per row, not the thousands of rows of importance 1.0 (an index
+    # ending at importance made PostgreSQL sort them all first)
+    assert pages_read(store, q) <= 100
 
 
 def test_a_query_run_many_times_is_planned_with_its_own_values_every_time(settings: Settings,

@@ -99,11 +99,12 @@ memories = Table(
     # content only (migration 0006): a generated column was recomputed on every UPDATE.
     Column("search", TSVECTOR),
     Index("memories_org_recent", "org_id", "updated_at"),
-    Index("memories_org_importance", "org_id", "importance"),
+    # By importance, then recency: the whole order a query asks for, not its first key (0009).
+    Index("memories_org_importance", "org_id", "importance", "updated_at"),
     # A query naming an agent walks that agent's rows in its order; on `agent_id COLLATE "C"`,
     # which only the analysts' queries write (migration 0007 says why).
     Index("memories_agent_recent", "org_id", text('(agent_id COLLATE "C")'), "updated_at"),
-    Index("memories_agent_importance", "org_id", text('(agent_id COLLATE "C")'), "importance"),
+    Index("memories_agent_importance", "org_id", text('(agent_id COLLATE "C")'), "importance", "updated_at"),
     Index("memories_session", "org_id", "session_id"),
     # A pending list of 256 kB, not 4 MB: every query using a GIN index reads all of it (0008).
     Index("memories_tags", "tags", postgresql_using="gin", postgresql_with=GIN_WRITTEN_ROW_BY_ROW),
