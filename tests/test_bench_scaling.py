@@ -53,4 +53,8 @@ def test_query_latency_is_measured_per_table_size(settings: Settings, tmp_path: 
     assert all(0 < q.pages_p50 <= q.pages_p99 for q in queries)
     assert queries[1].pages_p99 > queries[0].pages_p99
     assert as_json([], queries)["query"][1]["pages_p99"] == queries[1].pages_p99
-    assert "pages read per query" in text_chart([], queries)
+    assert "pages per query" in text_chart([], queries)
+    # And the share of them fetched from outside PostgreSQL's buffer cache, with that cache's size
+    # (a small table was just written: it is all in the cache)
+    assert all(0.0 <= q.outside_cache < 0.5 and q.shared_buffers[0].isdigit() for q in queries)
+    assert as_json([], queries)["query"][0]["shared_buffers"] == queries[0].shared_buffers

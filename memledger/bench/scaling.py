@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from projections import MemoryQuery
     from projections.postgres.memory_store import MemoryStore
 
-__all__ = ["LARGE_QUERY_SIZES", "LARGE_SIZES", "QUERY_SIZES", "SIZES", "QueryFigures", "as_json", "chart",
-           "measure_queries", "query_plan", "run_query_scaling", "run_scaling", "text_chart"]
+__all__ = ["LARGE_QUERY_SIZES", "LARGE_SIZES", "QUERY_SIZES", "SIZES", "QueryFigures", "as_json", "buffers", "chart",
+           "measure_queries", "pages_line", "pages_read", "query_plan", "run_query_scaling", "run_scaling",
+           "text_chart"]
 
 SIZES = (10_000, 100_000)
 LARGE_SIZES = (100_000, 300_000, 1_000_000)
@@ -51,6 +52,10 @@ class QueryFigures:
     p99_ms: float
     pages_p50: int = 0  # buffers read per query (shared hit + read), one pass
     pages_p99: int = 0
+    # Of all the pages that pass read, the share PostgreSQL had to fetch from outside its buffer
+    # cache (shared read): once the table outgrows `shared_buffers`, a page costs a system call.
+    outside_cache: float = 0.0
+    shared_buffers: str = ""
 
 
 def run_scaling(settings: Settings, sizes: Sequence[int], workers: int = 0,
@@ -93,11 +98,15 @@ def measure_queries(settings: Settings, rows: int, rounds: int = QUERY_ROUNDS, s
                 took.sort()
                 p50s.append(took[len(took) // 2])
                 p99s.append(took[min(len(took) - 1, int(len(took) * 0.99))])
-            pages = sorted(pages_read(store, q) for q in queries)
+            counts = [buffers(store, q) for q in queries]
+            setting = store.conn.execute("SELECT current_setting('shared_buffers') AS size").fetchone()
+            cache = str(setting["size"]) if setting else ""
         finally:
             store.close()
+    pages = sorted(hit + read for hit, read in counts)
+    outside = sum(read for _, read in counts) / max(1, sum(pages))
     return QueryFigures(rows, statistics.median(p50s), statistics.median(p99s),
-                        pages[len(pages) // 2], pages[min(len(pages) - 1, int(len(pages) * 0.99))])
+                        pages[len(pages) // 2], pages[min(len(pages) - 1, int(len(pages) * 0.99))], outside, cache)
 
 
 def query_plan(store: MemoryStore, q: MemoryQuery, run: bool = False) -> dict[str, Any]:
@@ -110,10 +119,16 @@ def query_plan(store: MemoryStore, q: MemoryQuery, run: bool = False) -> dict[st
     return plan
 
 
-def pages_read(store: MemoryStore, q: MemoryQuery) -> int:
-    """The buffers (8 kB pages) one query reads, as PostgreSQL counts them (it runs the query)."""
+def buffers(store: MemoryStore, q: MemoryQuery) -> tuple[int, int]:
+    """The buffers (8 kB pages) one query reads, as PostgreSQL counts them (it runs the query):
+    found in its buffer cache, and fetched from outside it."""
     plan = query_plan(store, q, run=True)
-    return int(plan.get("Shared Hit Blocks", 0)) + int(plan.get("Shared Read Blocks", 0))
+    return int(plan.get("Shared Hit Blocks", 0)), int(plan.get("Shared Read Blocks", 0))
+
+
+def pages_read(store: MemoryStore, q: MemoryQuery) -> int:
+    """The buffers one query reads, wherever PostgreSQL found them."""
+    return sum(buffers(store, q))
 
 
 def run_query_scaling(settings: Settings, sizes: Sequence[int], progress: Callable[[int], None] | None = None,
@@ -128,7 +143,7 @@ def run_query_scaling(settings: Settings, sizes: Sequence[int], progress: Callab
     return out
 
 
-def as_json(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) -> dict[str, list[dict[str, float]]]:
+def as_json(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) -> dict[str, list[dict[str, Any]]]:
     return {
         "rebuild": [{"events": f.events, "copy_s": f.copy_s, "rebuild_s": f.rebuild_s, "copy_rate": f.copy_rate,
                      "rebuild_rate": f.rebuild_rate, "us_per_event": 1e6 * f.rebuild_s / f.events,
@@ -136,7 +151,8 @@ def as_json(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) ->
                      "cpu_ceiling": f.cpu_ceiling, "limit_s": f.limit_s, "vs_limit": f.vs_limit,
                      "peak_rss_mb": f.peak_rss_mb, "workers": f.workers} for f in figures],
         "query": [{"rows": q.rows, "p50_ms": q.p50_ms, "p99_ms": q.p99_ms, "pages_p50": q.pages_p50,
-                   "pages_p99": q.pages_p99} for q in queries],
+                   "pages_p99": q.pages_p99, "outside_cache": q.outside_cache, "shared_buffers": q.shared_buffers}
+                  for q in queries],
     }
 
 
@@ -147,6 +163,11 @@ def _bars(label: str, points: Sequence[tuple[int, float]], unit: str, width: int
         bar = "█" * max(1, round(width * value / top)) if value > 0 else ""
         lines.append(f"  {size:>10,} │{bar:<{width}} {value:,.1f} {unit}")
     return lines
+
+
+def pages_line(q: QueryFigures) -> str:
+    return (f"pages per query: p50 {q.pages_p50:,}, p99 {q.pages_p99:,}; {q.outside_cache:.0%} from outside"
+            f" the buffer cache ({q.shared_buffers})")
 
 
 def text_chart(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ()) -> str:
@@ -164,8 +185,7 @@ def text_chart(figures: Sequence[Figures], queries: Sequence[QueryFigures] = ())
         lines += _bars("uncached query p50 against table size (flat is ideal)",
                        [(q.rows, q.p50_ms) for q in queries], "ms")
         lines += _bars("uncached query p99 against table size", [(q.rows, q.p99_ms) for q in queries], "ms")
-        lines += [f"  {q.rows:>10,}   pages read per query: p50 {q.pages_p50:,}, p99 {q.pages_p99:,}"
-                  for q in queries]
+        lines += [f"  {q.rows:>10,}   {pages_line(q)}" for q in queries]
     return "\n".join(lines)
 
 

@@ -210,6 +210,7 @@ def bench_scaling(
         QueryFigures,
         as_json,
         chart,
+        pages_line,
         run_query_scaling,
         run_scaling,
         text_chart,
@@ -228,8 +229,8 @@ def bench_scaling(
                       f"limit's rate), peak RSS {f.peak_rss_mb:.0f} MB")
 
     def queried(q: QueryFigures) -> None:
-        out.print(f"         {q.rows:,} rows: p50 {q.p50_ms:.2f} ms, p99 {q.p99_ms:.2f} ms; pages read per query "
-                  f"p50 {q.pages_p50:,}, p99 {q.pages_p99:,}")
+        out.print(f"         {q.rows:,} rows: p50 {q.p50_ms:.2f} ms, p99 {q.p99_ms:.2f} ms")
+        out.print(f"           {pages_line(q)}")
 
     with sigterm_interrupts():
         queries = run_query_scaling(settings(), query_sizes, step("querying a table of"), queried)
