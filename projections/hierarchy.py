@@ -26,6 +26,7 @@ from ledger.errors import SessionNotFound
 
 Level = Literal["raw", "summary", "discrete"]
 LEVELS: tuple[Level, ...] = ("raw", "summary", "discrete")
+ORDER = "ORDER BY at DESC, session_id NULLS LAST, rank, node_id"  # newest first; the rest breaks ties
 DISCRETE_TYPES = ("fact", "preference", "decision", "note")
 
 
@@ -53,8 +54,7 @@ class HierarchyQuery:
         if not parts:
             raise ValueError("ask for at least one level: raw, summary or discrete")
         args.append(self.limit)
-        return (f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS nodes "
-                "ORDER BY at DESC, session_id NULLS LAST, rank, node_id LIMIT %s"), args
+        return f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS nodes {ORDER} LIMIT %s", args
 
     def _part(self, level: Level) -> tuple[str, list[Any]]:
         if level == "raw":
@@ -81,7 +81,10 @@ class HierarchyQuery:
             if active:
                 where.append(clause)
                 args.append(value)
-        return f"({select} WHERE {' AND '.join(where)})", args
+        # Each level's own first `limit` rows, in the same order: the whole answer is among them,
+        # and a level can then walk its time index and stop (migration 0010) where a sort of the
+        # union read every row of the org.
+        return f"(SELECT * FROM ({select} WHERE {' AND '.join(where)}) AS level {ORDER} LIMIT %s)", [*args, self.limit]
 
 
 @dataclass

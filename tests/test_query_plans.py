@@ -15,7 +15,9 @@ from ledger.postgres import connect
 from memledger.bench.projections_bench import fill_memories
 from memledger.bench.scaling import pages_read, query_plan
 from projections import MemoryQuery
+from projections.hierarchy import HierarchyQuery
 from projections.postgres import migrate
+from projections.postgres.hierarchy_reads import hierarchy
 from projections.postgres.memory_store import MemoryStore
 from projections.postgres.search_reads import SearchStore
 
@@ -68,6 +70,31 @@ def test_a_query_by_importance_stops_at_its_limit_when_importances_are_few(store
     # And it read about a page per row, not the thousands of rows of importance 1.0 (an index
     # ending at importance made PostgreSQL sort them all first)
     assert pages_read(store, q) <= 100
+
+
+@pytest.mark.parametrize("q", [
+    HierarchyQuery("org1"), HierarchyQuery("org1", agent_id="agent3"), HierarchyQuery("org1", levels=("summary",)),
+], ids=["all-levels", "one-agent", "summaries"])
+def test_the_hierarchy_walks_each_level_newest_first_and_stops(store: MemoryStore, q: HierarchyQuery) -> None:
+    # Given a few summaries among the 50,000 memories (one per processed session, in real data)
+    store.conn.execute("UPDATE memories SET memory_type = 'summary', session_id = 's' || memory_id"
+                       " WHERE (hashtext(memory_id) & 1023) = 0")
+    store.conn.execute("ANALYZE memories")
+    # When the hierarchy of an org (or of one of its agents, or its summaries alone) is asked for
+    nodes = hierarchy(store.conn, q)
+    # Then it is the newest nodes first
+    summaries = store.conn.execute("SELECT count(*) AS n FROM memories WHERE org_id = 'org1'"
+                                   " AND memory_type = 'summary'").fetchone()
+    assert summaries and 5 <= summaries["n"] < 100
+    assert len(nodes) == (100 if q.levels != ("summary",) else summaries["n"])
+    assert [n["at"] for n in nodes] == sorted((n["at"] for n in nodes), reverse=True)
+    assert all(n["agent_id"] == q.agent_id for n in nodes if q.agent_id)
+    # And each level read about a page per row it returned, not every memory of the org
+    # (a sort of the levels' union read them all: over 2,000 pages here)
+    statement, args = q.sql()
+    [row] = store.conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, args).fetchall()
+    plan = next(iter(row.values()))[0]["Plan"]
+    assert plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0) <= 400
 
 
 def test_a_query_run_many_times_is_planned_with_its_own_values_every_time(settings: Settings,

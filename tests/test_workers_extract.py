@@ -226,7 +226,8 @@ def test_the_llm_extractor_is_chosen_by_environment_and_needs_its_url() -> None:
 def test_hierarchy_sql_selects_only_the_requested_levels() -> None:
     sql, args = HierarchyQuery("acme", ("summary", "discrete"), session_id="s1", since=NOW, limit=5).sql()
     assert "FROM sessions" not in sql and sql.count("FROM memories") == 2
-    assert args == ["acme", "s1", NOW, "acme", "s1", NOW, 5]
+    # each level keeps its own first 5 (so it can stop early), then the union's first 5
+    assert args == ["acme", "s1", NOW, 5, "acme", "s1", NOW, 5, 5]
     with pytest.raises(ValueError):
         HierarchyQuery("acme", ()).sql()
 

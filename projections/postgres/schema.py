@@ -106,6 +106,9 @@ memories = Table(
     Index("memories_agent_recent", "org_id", text('(agent_id COLLATE "C")'), "updated_at"),
     Index("memories_agent_importance", "org_id", text('(agent_id COLLATE "C")'), "importance", "updated_at"),
     Index("memories_session", "org_id", "session_id"),
+    # The hierarchy's order, newest first by creation; summaries are too few to find by a walk (0010).
+    Index("memories_org_created", "org_id", "created_at"),
+    Index("memories_org_summaries", "org_id", "created_at", postgresql_where=text("memory_type = 'summary'")),
     # A pending list of 256 kB, not 4 MB: every query using a GIN index reads all of it (0008).
     Index("memories_tags", "tags", postgresql_using="gin", postgresql_with=GIN_WRITTEN_ROW_BY_ROW),
     Index("memories_search", "search", postgresql_using="gin", postgresql_with=GIN_WRITTEN_ROW_BY_ROW),
