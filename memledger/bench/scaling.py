@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from projections.postgres.memory_store import MemoryStore
 
 __all__ = ["LARGE_QUERY_SIZES", "LARGE_SIZES", "QUERY_SIZES", "SIZES", "QueryFigures", "as_json", "buffers", "chart",
-           "measure_queries", "pages_line", "pages_read", "query_plan", "run_query_scaling", "run_scaling",
-           "text_chart"]
+           "explain", "measure_queries", "pages_line", "pages_read", "plan_buffers", "query_plan",
+           "run_query_scaling", "run_scaling", "text_chart"]
 
 SIZES = (10_000, 100_000)
 LARGE_SIZES = (100_000, 300_000, 1_000_000)
@@ -109,21 +109,29 @@ def measure_queries(settings: Settings, rows: int, rounds: int = QUERY_ROUNDS, s
                         pages[len(pages) // 2], pages[min(len(pages) - 1, int(len(pages) * 0.99))], outside, cache)
 
 
-def query_plan(store: MemoryStore, q: MemoryQuery, run: bool = False) -> dict[str, Any]:
-    """PostgreSQL's plan of one query on the store's connection (its top node, EXPLAIN's JSON);
-    with `run`, the query runs and the plan carries what it did (ANALYZE, BUFFERS)."""
-    statement, args = q.sql(store.clock())
+def explain(store: MemoryStore, statement: str, args: Sequence[Any], run: bool = False) -> dict[str, Any]:
+    """PostgreSQL's plan of a statement on the store's connection (its top node, EXPLAIN's JSON);
+    with `run`, the statement runs and the plan carries what it did (ANALYZE, BUFFERS)."""
     explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " if run else "EXPLAIN (FORMAT JSON) "
     [row] = store.conn.execute(explain + statement, args).fetchall()
     plan: dict[str, Any] = next(iter(row.values()))[0]["Plan"]
     return plan
 
 
-def buffers(store: MemoryStore, q: MemoryQuery) -> tuple[int, int]:
-    """The buffers (8 kB pages) one query reads, as PostgreSQL counts them (it runs the query):
-    found in its buffer cache, and fetched from outside it."""
-    plan = query_plan(store, q, run=True)
+def query_plan(store: MemoryStore, q: MemoryQuery, run: bool = False) -> dict[str, Any]:
+    """The plan of one memories query (see `explain`)."""
+    return explain(store, *q.sql(store.clock()), run=run)
+
+
+def plan_buffers(plan: dict[str, Any]) -> tuple[int, int]:
+    """The buffers (8 kB pages) a plan run with `explain(run=True)` read, as PostgreSQL counts
+    them: found in its buffer cache, and fetched from outside it."""
     return int(plan.get("Shared Hit Blocks", 0)), int(plan.get("Shared Read Blocks", 0))
+
+
+def buffers(store: MemoryStore, q: MemoryQuery) -> tuple[int, int]:
+    """The buffers one memories query reads (it runs the query), as `plan_buffers`."""
+    return plan_buffers(query_plan(store, q, run=True))
 
 
 def pages_read(store: MemoryStore, q: MemoryQuery) -> int:
